@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import ast
+import dataclasses
+import inspect
+import textwrap
+import typing
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -13,3 +21,48 @@ def check(ok: bool, name: str, value: Any, valid: str) -> None:
     """Raise ConfigError saying which field was wrong and what would be valid."""
     if not ok:
         raise ConfigError(f"{name}={value!r} is invalid: expected {valid}")
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """The docstring written under each field of a dataclass, for ``--help`` texts."""
+    helps: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0]
+        assert isinstance(body, ast.ClassDef)
+        for node, after in zip(body.body, body.body[1:], strict=False):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)):
+                helps[node.target.id] = " ".join(str(after.value.value).split())
+    return helps
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
+    """One ``--field-name`` option per dataclass field (bool fields get --x / --no-x)."""
+    helps = field_help(cls)
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(cls.__name__)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.init:
+            continue
+        hint = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        flag = "--" + f.name.replace("_", "-")
+        text = f"{helps.get(f.name, '')} (default: {default})".strip()
+        args = typing.get_args(hint)
+        if hint is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                               help=text)
+        elif typing.get_origin(hint) in (list, tuple):
+            group.add_argument(flag, nargs="+", type=args[0], default=default, help=text)
+        else:
+            kinds = [a for a in args if a is not type(None)] or [hint]
+            group.add_argument(flag, type=kinds[0], default=default, help=text)
+
+
+def from_arguments(cls: type[T], namespace: argparse.Namespace, **overrides: Any) -> T:
+    """Build ``cls`` from the options ``add_arguments`` made (validated at construction)."""
+    values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+              if f.init and hasattr(namespace, f.name)}
+    return cls(**{**values, **overrides})

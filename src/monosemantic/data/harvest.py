@@ -1,0 +1,161 @@
+"""Harvest activations from a model at hook points, one batch of token windows at a time.
+
+With ``truncate=True`` (the default) each forward pass stops as soon as every hook point has
+fired (``hooks.run_until``), so the layers after the deepest hook are never run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from monosemantic.data.cache import write_cache
+from monosemantic.data.store import ShuffleBuffer
+from monosemantic.hooks import HookPoint, capture, run_until
+from monosemantic.models.hf import device_of
+from monosemantic.sae.base import DTYPES
+
+log = logging.getLogger(__name__)
+
+
+def forward_activations(
+    model: nn.Module, tokens: torch.Tensor, hooks: list[str], *, truncate: bool = True
+) -> dict[str, torch.Tensor]:
+    """Activations at ``hooks`` for tokens [batch, ctx] -> {hook: [batch, ctx, d]}, detached."""
+    tokens = tokens.to(device_of(model))
+    with torch.no_grad():
+        if truncate:
+            acts = run_until(model, hooks, input_ids=tokens)
+        else:
+            with capture(model, hooks) as acts:
+                model(input_ids=tokens)
+    return {str(HookPoint.parse(h)): acts[str(HookPoint.parse(h))].detach() for h in hooks}
+
+
+def hook_width(model: nn.Module, hook: str) -> int:
+    """The size d of the last axis of the activation at ``hook`` (one tiny forward pass)."""
+    probe = torch.zeros(1, 2, dtype=torch.long)
+    return int(forward_activations(model, probe, [hook])[str(HookPoint.parse(hook))].shape[-1])
+
+
+def harvest(
+    model: nn.Module,
+    tokens: torch.Tensor,
+    hook: str,
+    *,
+    batch_size: int = 8,
+    exclude: torch.Tensor | None = None,
+    truncate: bool = True,
+) -> Iterator[torch.Tensor]:
+    """Yield float32 activation rows [rows, d] at ``hook``, ``batch_size`` windows per forward.
+
+    tokens: [n, ctx]; exclude: [n, ctx] bool, True where a position's activation is dropped
+    (BOS and other special tokens by default, since their activations are outliers).
+    """
+    if truncate:
+        log.info("harvesting %s: forward passes stop after this hook (truncated)", hook)
+    for start in range(0, len(tokens), batch_size):
+        window = tokens[start : start + batch_size]
+        acts = forward_activations(model, window, [hook], truncate=truncate)
+        rows = next(iter(acts.values())).float().cpu()
+        if exclude is not None:
+            yield rows[~exclude[start : start + batch_size]]
+        else:
+            yield rows.reshape(-1, rows.shape[-1])
+
+
+@dataclass
+class LiveActivations:
+    """An activation source that runs the model while training: windows in a seeded order per
+    epoch, rows mixed across many windows by a shuffle buffer of ``buffer_rows`` rows.
+
+    ``batches(..., start_step=s)`` replays the stream and skips s batches, so a resumed run sees
+    exactly the batches the original would have (at the cost of re-harvesting them).
+    """
+
+    model: nn.Module
+    tokens: torch.Tensor  # [n, ctx]
+    hook: str
+    exclude: torch.Tensor | None = None  # [n, ctx]
+    windows_per_forward: int = 8
+    buffer_rows: int = 65536
+    truncate: bool = True
+
+    @property
+    def d(self) -> int:
+        return hook_width(self.model, self.hook)
+
+    def _rows(self, seed: int) -> Iterator[torch.Tensor]:
+        epoch = 0
+        while True:
+            order = torch.randperm(
+                len(self.tokens), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            )
+            exclude = self.exclude[order] if self.exclude is not None else None
+            yield from harvest(
+                self.model,
+                self.tokens[order],
+                self.hook,
+                batch_size=self.windows_per_forward,
+                exclude=exclude,
+                truncate=self.truncate,
+            )
+            epoch += 1
+
+    def batches(self, batch_size: int, *, seed: int, start_step: int = 0) -> Iterator[torch.Tensor]:
+        stream = iter(
+            ShuffleBuffer(
+                self._rows(seed), capacity=self.buffer_rows, batch_size=batch_size, seed=seed
+            )
+        )
+        for _ in range(start_step):
+            next(stream)
+        yield from stream
+
+
+def harvest_to_cache(
+    model: nn.Module,
+    tokens: torch.Tensor,
+    hook: str,
+    folder: Path,
+    *,
+    meta: dict[str, Any],
+    exclude: torch.Tensor | None = None,
+    shard_windows: int = 64,
+    store_dtype: str = "float32",
+    truncate: bool = True,
+) -> dict[str, Any]:
+    """Write the activations at ``hook`` for tokens [n, ctx] to ``folder`` as shards of
+    ``shard_windows`` windows each. Rerunning resumes at the first missing shard. Returns the
+    manifest."""
+    dtype = DTYPES[store_dtype]
+
+    def make_shard(index: int) -> torch.Tensor | None:
+        start = index * shard_windows
+        if start >= len(tokens):
+            return None
+        window = slice(start, start + shard_windows)
+        chunks = harvest(
+            model,
+            tokens[window],
+            hook,
+            exclude=None if exclude is None else exclude[window],
+            truncate=truncate,
+        )
+        return torch.cat(list(chunks)).to(dtype)
+
+    info = {
+        **meta,
+        "hook": hook,
+        "dtype": store_dtype,
+        "shard_windows": shard_windows,
+        "windows": len(tokens),
+        "context_size": tokens.shape[1],
+    }
+    return write_cache(folder, make_shard, info)

