@@ -12,7 +12,49 @@ def tiny_llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=64, bos_token_id=1, eos_token_id=2)
+    config = LlamaConfig(
+        vocab_size=100,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     return LlamaForCausalLM(config).eval()
+
+
+WORDS = (
+    "the king queen is and of to a my lord love death night day sword crown speak hear fair foul "
+    "sweet be not that what why how thou thee"
+).split()
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_folder(tmp_path_factory, tiny_llama):
+    """A folder holding the tiny Llama and a word-level tokenizer, loadable by ``load_model``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    folder = tmp_path_factory.mktemp("tiny-lm")
+    tiny_llama.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_text(tmp_path_factory):
+    """A .txt file of 6,000 random words from the tiny tokenizer's vocabulary."""
+    g = torch.Generator().manual_seed(1)
+    words = [WORDS[i] for i in torch.randint(len(WORDS), (6000,), generator=g)]
+    path = tmp_path_factory.mktemp("text") / "words.txt"
+    path.write_text(" ".join(words))
+    return path

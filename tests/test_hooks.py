@@ -40,8 +40,10 @@ def test_hooks_are_removed(tiny_llama, ids):
     assert _hook_count(tiny_llama) == before
 
 
-@pytest.mark.parametrize("point", ["model.layers.0.mlp:output", "model.layers.1.mlp.down_proj:input",
-                                   "model.layers.1:output"])
+@pytest.mark.parametrize(
+    "point",
+    ["model.layers.0.mlp:output", "model.layers.1.mlp.down_proj:input", "model.layers.1:output"],
+)
 def test_identity_patch_leaves_logits_bitwise_unchanged(tiny_llama, ids, point):
     clean = tiny_llama(input_ids=ids).logits
     with patch(tiny_llama, point, lambda t: t.clone()):
@@ -56,15 +58,19 @@ def test_patch_changes_downstream(tiny_llama, ids):
     with capture(tiny_llama, "model.layers.1.mlp:output") as acts:
         tiny_llama(input_ids=ids)
     # zeroing the MLP's last input removes exactly the MLP's contribution to the residual
-    with patch(tiny_llama, "model.layers.1.mlp:output", lambda t: t - acts["model.layers.1.mlp:output"]):
+    with patch(
+        tiny_llama, "model.layers.1.mlp:output", lambda t: t - acts["model.layers.1.mlp:output"]
+    ):
         manual = tiny_llama(input_ids=ids).logits
     assert not torch.allclose(clean, zeroed)
     torch.testing.assert_close(zeroed, manual)
 
 
 def test_patch_rejects_shape_change(tiny_llama, ids):
-    with pytest.raises(ValueError, match="expected"), patch(tiny_llama, "model.layers.0:output",
-                                                           lambda t: t[..., :3]):
+    with (
+        pytest.raises(ValueError, match="expected"),
+        patch(tiny_llama, "model.layers.0:output", lambda t: t[..., :3]),
+    ):
         tiny_llama(input_ids=ids)
 
 

@@ -10,8 +10,10 @@ from monosemantic.training.trainer import TrainConfig, Trainer, train
 
 def make_saes(seed=0):
     torch.manual_seed(seed)
-    return [create(SAEConfig("topk", d_in=16, d_sae=64, k=4)),
-            create(SAEConfig("topk", d_in=16, d_sae=32, k=2))]
+    return [
+        create(SAEConfig("topk", d_in=16, d_sae=64, k=4)),
+        create(SAEConfig("topk", d_in=16, d_sae=32, k=2)),
+    ]
 
 
 def data(n=2048, d=16, seed=0):
@@ -42,8 +44,13 @@ def test_resumed_run_matches_uninterrupted(tmp_path):
     with pytest.raises(Interrupt):
         train(make_saes(), stops_after_20, cfg, tmp_path / "b")
     resumed = make_saes(seed=123)  # weights come from the checkpoint, not from this init
-    train(resumed, lambda s: source.batches(64, seed=0, start_step=s), cfg, tmp_path / "b",
-          resume=True)
+    train(
+        resumed,
+        lambda s: source.batches(64, seed=0, start_step=s),
+        cfg,
+        tmp_path / "b",
+        resume=True,
+    )
     for a, b in zip(full, resumed, strict=True):
         for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
             torch.testing.assert_close(pa, pb, atol=1e-6, rtol=0, msg=name)
@@ -96,8 +103,9 @@ def test_input_scale_is_folded_into_the_weights():
     r_big = train(big, (100 * x).split(64), fast(steps=8, init_b_dec="mean"))
     assert r_big[0]["input_scale"] == pytest.approx(r_small[0]["input_scale"] / 100)
     with torch.no_grad():
-        torch.testing.assert_close(big[0](100 * x[:32]), 100 * small[0](x[:32]), rtol=1e-3,
-                                   atol=1e-3)
+        torch.testing.assert_close(
+            big[0](100 * x[:32]), 100 * small[0](x[:32]), rtol=1e-3, atol=1e-3
+        )
 
 
 def test_unit_norm_decoder_kept():

@@ -32,13 +32,19 @@ def field_help(cls: type) -> dict[str, str]:
         body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0]
         assert isinstance(body, ast.ClassDef)
         for node, after in zip(body.body, body.body[1:], strict=False):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+            ):
                 helps[node.target.id] = " ".join(str(after.value.value).split())
     return helps
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()
+) -> None:
     """One ``--field-name`` option per dataclass field (bool fields get --x / --no-x)."""
     helps = field_help(cls)
     hints = typing.get_type_hints(cls)
@@ -47,13 +53,16 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str
         if f.name in skip or not f.init:
             continue
         hint = hints[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default
+        if f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
         flag = "--" + f.name.replace("_", "-")
         text = f"{helps.get(f.name, '')} (default: {default})".strip()
         args = typing.get_args(hint)
         if hint is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                               help=text)
+            group.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=text
+            )
         elif typing.get_origin(hint) in (list, tuple):
             group.add_argument(flag, nargs="+", type=args[0], default=default, help=text)
         else:
@@ -63,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str
 
 def from_arguments(cls: type[T], namespace: argparse.Namespace, **overrides: Any) -> T:
     """Build ``cls`` from the options ``add_arguments`` made (validated at construction)."""
-    values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-              if f.init and hasattr(namespace, f.name)}
+    values = {
+        f.name: getattr(namespace, f.name)
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.init and hasattr(namespace, f.name)
+    }
     return cls(**{**values, **overrides})

@@ -68,30 +68,53 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
     data, sweep, training = demo_configs(cache_dir, quick)
     cache(data, cache_dir)
     cached_s = time.perf_counter() - start
-    summaries = run(DataConfig(data=str(cache_dir), spliced_windows=data.spliced_windows), sweep,
-                    training, out / "run")
+    summaries = run(
+        DataConfig(data=str(cache_dir), spliced_windows=data.spliced_windows),
+        sweep,
+        training,
+        out / "run",
+    )
     total_s = time.perf_counter() - start
     sae = summaries[0]
     sections = [
         ReportSection(
             title="What ran",
-            text=(f"A {sae['config']['architecture']} SAE with {sae['config']['d_sae']} latents "
-                  f"(k = {sae['config']['k']}) on {data.hook} of {data.model}, trained on "
-                  f"{training.steps * training.batch_size:,} activations of Shakespeare's plays "
-                  f"cached to disk, evaluated on held-out windows. Wall time {total_s:.0f} s "
-                  f"({cached_s:.0f} s loading and caching). SAE saved in the SAELens layout at "
-                  f"{sae['folder']}."),
+            text=(
+                f"A {sae['config']['architecture']} SAE with {sae['config']['d_sae']} latents "
+                f"(k = {sae['config']['k']}) on {data.hook} of {data.model}, trained on "
+                f"{training.steps * training.batch_size:,} activations of Shakespeare's plays "
+                f"cached to disk, evaluated on held-out windows. Wall time {total_s:.0f} s "
+                f"({cached_s:.0f} s loading and caching). SAE saved in the SAELens layout at "
+                f"{sae['folder']}."
+            ),
         ),
         ReportSection(title="Evaluation (held-out text)", table=_metrics_table(sae["eval"])),
-        ReportSection(title="Feature density", images=[Path(sae["folder"]) / "density.png"],
-                      text="log10 of the fraction of held-out tokens on which each latent fires."),
-        ReportSection(title="Training", images=[plot_training(out / "run" / "train" /
-                                                              "metrics.jsonl", out / "training.png")]),
+        ReportSection(
+            title="Feature density",
+            images=[Path(sae["folder"]) / "density.png"],
+            text="log10 of the fraction of held-out tokens on which each latent fires.",
+        ),
+        ReportSection(
+            title="Training",
+            images=[plot_training(out / "run" / "train" / "metrics.jsonl", out / "training.png")],
+        ),
     ]
     return write_report(out / "report.html", title="monosemantic demo", sections=sections)
 
 
 def _metrics_table(metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = ["fvu", "mse", "l0", "dead_fraction", "dense_fraction", "l2_ratio",
-            "cosine_similarity", "ce_clean", "ce_sae", "ce_zero_ablation", "loss_recovered", "kl"]
+    keys = [
+        "fvu",
+        "mse",
+        "l0",
+        "dead_fraction",
+        "dense_fraction",
+        "l2_ratio",
+        "cosine_similarity",
+        "ce_clean",
+        "ce_sae",
+        "ce_zero_ablation",
+        "loss_recovered",
+        "kl",
+    ]
     return {k: metrics[k] for k in keys if k in metrics}

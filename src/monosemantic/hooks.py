@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,7 +32,7 @@ class HookPointError(ValueError):
 
 @dataclass(frozen=True)
 class HookPoint:
-    """A module path and the side of it (``input`` or ``output``) whose tensor we read or replace."""
+    """A module path and the side (``input`` or ``output``) whose tensor we read or replace."""
 
     module: str
     side: Side = "output"
@@ -89,7 +89,7 @@ def _input_of(args: tuple, kwargs: dict) -> tuple[torch.Tensor, Callable[[torch.
         return _first_tensor(args), lambda new: ((_replace_first(args, new)), kwargs)
     for key, value in kwargs.items():
         if isinstance(value, torch.Tensor):
-            return value, lambda new: (args, {**kwargs, key: new})
+            return value, lambda new, key=key: (args, {**kwargs, key: new})
     raise TypeError("module was called with no tensor input")
 
 
@@ -165,8 +165,9 @@ def patch(
     def replace(t: torch.Tensor) -> torch.Tensor:
         new = fn(t)
         if new.shape != t.shape:
-            raise ValueError(f"patch at {parsed} returned shape {tuple(new.shape)}, "
-                             f"expected {tuple(t.shape)}")
+            raise ValueError(
+                f"patch at {parsed} returned shape {tuple(new.shape)}, expected {tuple(t.shape)}"
+            )
         return new
 
     with hooked(model, {parsed: replace}):
@@ -196,11 +197,8 @@ def run_until(
 
         return record
 
-    with hooked(model, {p: recorder(str(p)) for p in parsed}):
-        try:
-            model(*args, **kwargs)
-        except _Stop:
-            pass
+    with hooked(model, {p: recorder(str(p)) for p in parsed}), suppress(_Stop):
+        model(*args, **kwargs)
     missing = [str(p) for p in parsed if str(p) not in store]
     if missing:
         raise HookPointError(f"hook points never ran during the forward pass: {missing}")

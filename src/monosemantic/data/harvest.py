@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from monosemantic.data.cache import write_cache
+from monosemantic.data.cache import Manifest, write_cache
 from monosemantic.data.store import ShuffleBuffer
 from monosemantic.hooks import HookPoint, capture, run_until
 from monosemantic.models.hf import device_of
@@ -130,7 +130,7 @@ def harvest_to_cache(
     shard_windows: int = 64,
     store_dtype: str = "float32",
     truncate: bool = True,
-) -> dict[str, Any]:
+) -> Manifest:
     """Write the activations at ``hook`` for tokens [n, ctx] to ``folder`` as shards of
     ``shard_windows`` windows each. Rerunning resumes at the first missing shard. Returns the
     manifest."""

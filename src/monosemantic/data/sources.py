@@ -133,13 +133,25 @@ def open_sources(
         return MatrixSource(matrix[:-n_eval]), matrix[-n_eval:].split(eval_batch_size)
     if text is None:
         raise ValueError("text data needs a model: call load_text first")
-    live = LiveActivations(text.model, text.train_tokens, cfg.hook, exclude=text.train_exclude,
-                           windows_per_forward=cfg.windows_per_forward,
-                           buffer_rows=cfg.buffer_rows, truncate=cfg.truncate)
+    live = LiveActivations(
+        text.model,
+        text.train_tokens,
+        cfg.hook,
+        exclude=text.train_exclude,
+        windows_per_forward=cfg.windows_per_forward,
+        buffer_rows=cfg.buffer_rows,
+        truncate=cfg.truncate,
+    )
     return live, held_out(cfg, text)
 
 
 def held_out(cfg: DataConfig, text: Text) -> Iterator[torch.Tensor]:
     """Activation rows [rows, d] of the held-out windows."""
-    return harvest(text.model, text.eval_tokens, cfg.hook, batch_size=cfg.windows_per_forward,
-                   exclude=text.eval_exclude, truncate=cfg.truncate)
+    return harvest(
+        text.model,
+        text.eval_tokens,
+        cfg.hook,
+        batch_size=cfg.windows_per_forward,
+        exclude=text.eval_exclude,
+        truncate=cfg.truncate,
+    )

@@ -7,6 +7,7 @@ so the demo and tests never touch the network.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ import torch
 from torch import nn
 
 from monosemantic.sae.base import DTYPES
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,7 @@ def resolve(name: str) -> ModelSource:
     return ModelSource(name)
 
 
-def load_model(
-    name: str, *, dtype: str = "float32", device: str = "cpu"
-) -> tuple[nn.Module, Any]:
+def load_model(name: str, *, dtype: str = "float32", device: str = "cpu") -> tuple[nn.Module, Any]:
     """(model in eval mode, tokenizer) for a causal LM. Never runs remote code."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -74,9 +75,9 @@ def load_model(
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(source.location, dtype=DTYPES[dtype], **kwargs)
-    model.to(device).eval()
+    model.to(device).eval()  # type: ignore[arg-type]
     model.requires_grad_(False)
-    model.load_seconds = time.perf_counter() - start
+    log.info("loaded %s in %.1f s", name, time.perf_counter() - start)
     return model, tokenizer
 
 

@@ -45,8 +45,12 @@ class SweepConfig:
     """λ of the L1 (standard, gated) or L0 (jumprelu) penalty."""
 
     def __post_init__(self) -> None:
-        check(self.architecture in ARCHITECTURES, "architecture", self.architecture,
-              f"one of {sorted(ARCHITECTURES)}")
+        check(
+            self.architecture in ARCHITECTURES,
+            "architecture",
+            self.architecture,
+            f"one of {sorted(ARCHITECTURES)}",
+        )
         check(all(e > 0 for e in self.expansion), "expansion", self.expansion, "positive integers")
 
     def configs(self, d_in: int, hook: str, model: str) -> list[SAEConfig]:
@@ -54,8 +58,15 @@ class SweepConfig:
         ks: list[int | None] = list(self.k) if uses_k else [None]
         coefficients = [0.0] if uses_k else self.sparsity_coefficient
         return [
-            SAEConfig(architecture=self.architecture, d_in=d_in, d_sae=e * d_in, k=k,
-                      sparsity_coefficient=c, hook=hook, model=model)
+            SAEConfig(
+                architecture=self.architecture,
+                d_in=d_in,
+                d_sae=e * d_in,
+                k=k,
+                sparsity_coefficient=c,
+                hook=hook,
+                model=model,
+            )
             for e, k, c in itertools.product(self.expansion, ks, coefficients)
         ]
 
@@ -84,8 +95,10 @@ def run(
     ``out/summary.json``). Resolved configs go to ``out/config.json``."""
     out.mkdir(parents=True, exist_ok=True)
     data = from_cache_manifest(data)
-    write_json(out / "config.json", {"data": asdict(data), "sweep": asdict(sweep),
-                                     "train": asdict(training)})
+    write_json(
+        out / "config.json",
+        {"data": asdict(data), "sweep": asdict(sweep), "train": asdict(training)},
+    )
     start = time.perf_counter()
     text = prepare(data)
     timings = {"prepare_s": time.perf_counter() - start}
@@ -98,7 +111,9 @@ def run(
     results = train(
         saes,
         lambda step: source.batches(training.batch_size, seed=training.seed, start_step=step),
-        training, out / "train", resume=resume,
+        training,
+        out / "train",
+        resume=resume,
     )
     timings["train_s"] = time.perf_counter() - start
     timings["train_tokens_per_s"] = training.steps * training.batch_size / timings["train_s"]
@@ -113,7 +128,10 @@ def run(
 
 
 def evaluate(
-    sae: SAE, eval_rows: list[torch.Tensor], text: Text | None, data: DataConfig,
+    sae: SAE,
+    eval_rows: list[torch.Tensor],
+    text: Text | None,
+    data: DataConfig,
     folder: Path | None = None,
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """(metrics, log10 feature density [d_sae]): reconstruction on held-out rows, plus CE, KL
@@ -128,14 +146,26 @@ def evaluate(
     if text is not None:
         n = min(len(text.eval_tokens), data.spliced_windows)
         exclude = None if text.eval_exclude is None else text.eval_exclude[:n]
-        metrics.update(spliced_metrics(text.model, text.eval_tokens[:n], data.hook, sae,
-                                       batch_size=data.windows_per_forward, exclude=exclude))
+        metrics.update(
+            spliced_metrics(
+                text.model,
+                text.eval_tokens[:n],
+                data.hook,
+                sae,
+                batch_size=data.windows_per_forward,
+                exclude=exclude,
+            )
+        )
     return metrics, log10_density
 
 
 def evaluate_and_save(
-    sae: SAE, result: dict[str, float], eval_rows: list[torch.Tensor], text: Text | None,
-    data: DataConfig, out: Path,
+    sae: SAE,
+    result: dict[str, float],
+    eval_rows: list[torch.Tensor],
+    text: Text | None,
+    data: DataConfig,
+    out: Path,
 ) -> dict[str, Any]:
     """Evaluate, then save the SAE (SAELens layout) with its density and an ``eval.json``."""
     name = sae_name(sae.cfg)
@@ -143,8 +173,13 @@ def evaluate_and_save(
     folder.mkdir(parents=True, exist_ok=True)
     metrics, log10_density = evaluate(sae, eval_rows, text, data, folder)
     save_sae(sae, folder, sparsity=log10_density)
-    summary = {"name": name, "folder": str(folder), "config": sae.cfg.to_dict(),
-               "train": result, "eval": metrics}
+    summary = {
+        "name": name,
+        "folder": str(folder),
+        "config": sae.cfg.to_dict(),
+        "train": result,
+        "eval": metrics,
+    }
     write_json(folder / "eval.json", summary)
     return summary
 
@@ -181,28 +216,45 @@ def evaluate_folder(folder: Path, data: DataConfig) -> dict[str, Any]:
     if sae.cfg.hook and data.hook != sae.cfg.hook:
         data = replace(data, hook=sae.cfg.hook)
     text = prepare(data)
-    if text is not None:
-        check_width(sae, hook_width(text.model, data.hook), data.hook)
-    _, eval_batches = open_sources(data, text)
+    source, eval_batches = open_sources(data, text)
+    width = hook_width(text.model, data.hook) if text is not None else source.d
+    check_width(sae, width, data.hook if text is not None else data.data)
     metrics, _ = evaluate(sae, list(eval_batches), text, data)
     return metrics
 
 
 def check_width(sae: SAE, width: int, hook: str) -> None:
     if sae.d_in != width:
-        raise ValueError(f"SAE has d_in={sae.d_in} but the activations at {hook} have width "
-                         f"{width}: use an SAE trained on this hook point")
+        raise ValueError(
+            f"SAE has d_in={sae.d_in} but the activations at {hook} have width "
+            f"{width}: use an SAE trained on this hook point"
+        )
 
 
-def cache(data: DataConfig, out: Path, *, shard_windows: int = 64,
-          store_dtype: str = "float32") -> dict[str, Any]:
+def cache(
+    data: DataConfig, out: Path, *, shard_windows: int = 64, store_dtype: str = "float32"
+) -> Manifest:
     """Write the training windows' activations at ``data.hook`` to ``out``; resumable."""
     text = prepare(data)
     if text is None:
-        raise ValueError(f"cache needs text data to run the model on; {data.data!r} is a "
-                         f"{data.kind} already")
-    meta = {"model": data.model, "text": data.data, "max_tokens": data.max_tokens,
-            "eval_fraction": data.eval_fraction, "include_special": data.include_special}
-    return harvest_to_cache(text.model, text.train_tokens, data.hook, out, meta=meta,
-                            exclude=text.train_exclude, shard_windows=shard_windows,
-                            store_dtype=store_dtype, truncate=data.truncate)
+        raise ValueError(
+            f"cache needs text data to run the model on; {data.data!r} is a {data.kind} already"
+        )
+    meta = {
+        "model": data.model,
+        "text": data.data,
+        "max_tokens": data.max_tokens,
+        "eval_fraction": data.eval_fraction,
+        "include_special": data.include_special,
+    }
+    return harvest_to_cache(
+        text.model,
+        text.train_tokens,
+        data.hook,
+        out,
+        meta=meta,
+        exclude=text.train_exclude,
+        shard_windows=shard_windows,
+        store_dtype=store_dtype,
+        truncate=data.truncate,
+    )

@@ -43,9 +43,9 @@ class TrainConfig:
     sparsity_warmup_steps: int = 0
     """Ramp each SAE's sparsity coefficient linearly from 0 over these steps."""
     init_b_dec: str = "geometric_median"
-    """geometric_median | mean | zeros: b_dec's value before the first step, from the first batch."""
+    """geometric_median | mean | zeros: b_dec before the first step, from the first batch."""
     normalize_inputs: bool = True
-    """Scale inputs so that E‖x‖² = 1 (estimated on the first batch); folded into weights at the end."""
+    """Scale inputs so that E‖x‖² = 1 (from the first batch); folded into the weights at the end."""
     dead_after_tokens: int = 1_000_000
     """A latent that has not fired for this many inputs is dead (AuxK, resampling, metrics)."""
     resample_every: int | None = None
@@ -63,15 +63,31 @@ class TrainConfig:
         check(self.steps > 0, "steps", self.steps, "a positive integer")
         check(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
         check(self.lr is None or self.lr > 0, "lr", self.lr, "a positive float or None")
-        check(0 <= self.lr_decay_fraction <= 1, "lr_decay_fraction", self.lr_decay_fraction,
-              "in [0, 1]")
-        check(self.init_b_dec in ("geometric_median", "mean", "zeros"), "init_b_dec",
-              self.init_b_dec, "geometric_median, mean or zeros")
+        check(
+            0 <= self.lr_decay_fraction <= 1,
+            "lr_decay_fraction",
+            self.lr_decay_fraction,
+            "in [0, 1]",
+        )
+        check(
+            self.init_b_dec in ("geometric_median", "mean", "zeros"),
+            "init_b_dec",
+            self.init_b_dec,
+            "geometric_median, mean or zeros",
+        )
         check(self.dead_after_tokens > 0, "dead_after_tokens", self.dead_after_tokens, "> 0")
-        check(self.resample_every is None or self.resample_every > 0, "resample_every",
-              self.resample_every, "a positive integer or None")
-        check(self.checkpoint_every is None or self.checkpoint_every > 0, "checkpoint_every",
-              self.checkpoint_every, "a positive integer or None")
+        check(
+            self.resample_every is None or self.resample_every > 0,
+            "resample_every",
+            self.resample_every,
+            "a positive integer or None",
+        )
+        check(
+            self.checkpoint_every is None or self.checkpoint_every > 0,
+            "checkpoint_every",
+            self.checkpoint_every,
+            "a positive integer or None",
+        )
 
     def lr_at(self, step: int, base: float) -> float:
         """Linear warmup, constant, linear decay to 0 over the last ``lr_decay_fraction``."""
@@ -152,7 +168,9 @@ class Trainer:
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
             out = sae.forward_full(x)
-            terms = sae.loss(x, out, LossContext(sparsity_coefficient=lam, dead=self.dead_mask(run)))
+            terms = sae.loss(
+                x, out, LossContext(sparsity_coefficient=lam, dead=self.dead_mask(run))
+            )
             if not torch.isfinite(terms["loss"]):
                 raise FloatingPointError(
                     f"SAE {i} ({sae.cfg.architecture}) loss became {terms['loss'].item()} at step "
@@ -207,8 +225,11 @@ class Trainer:
         sae.W_dec[dead] = directions.to(sae.W_dec.dtype)
         sae.W_enc[:, dead] = (directions.T * 0.2 * enc_norm).to(sae.W_enc.dtype)
         sae.b_enc[dead] = 0.0
-        for param, index in ((sae.W_dec, (dead,)), (sae.W_enc, (slice(None), dead)),
-                             (sae.b_enc, (dead,))):
+        for param, index in (
+            (sae.W_dec, (dead,)),
+            (sae.W_enc, (slice(None), dead)),
+            (sae.b_enc, (dead,)),
+        ):
             state = run.optimizer.state.get(param, {})
             for key in ("exp_avg", "exp_avg_sq"):
                 if key in state:
@@ -225,8 +246,11 @@ class Trainer:
             "config": asdict(self.cfg),
             "rng": torch.get_rng_state(),
             "runs": [
-                {"sae": r.sae.state_dict(), "optimizer": r.optimizer.state_dict(),
-                 "since_fired": r.since_fired}
+                {
+                    "sae": r.sae.state_dict(),
+                    "optimizer": r.optimizer.state_dict(),
+                    "since_fired": r.since_fired,
+                }
                 for r in self.runs
             ],
         }
@@ -340,4 +364,3 @@ def train(
     for run in trainer.runs:
         run.sae.fold_input_scale(trainer.input_scale)
     return [{**r, "input_scale": trainer.input_scale} for r in results]
-

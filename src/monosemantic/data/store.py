@@ -1,0 +1,170 @@
+"""Activation stores: where the trainer's ``[batch, d]`` tensors come from.
+
+- ``ActivationSource``: a finite set of rows served as an infinite, seeded, resumable stream of
+  shuffled batches (``MatrixSource`` in memory, ``cache.ActivationCache`` on disk);
+- ``ShuffleBuffer``: mixes rows of a stream of chunks (e.g. activations harvested live, one
+  chunk per forward pass) within a bounded buffer;
+- ``check_finite``: the guard the trainer runs on every batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+import numpy as np
+import torch
+
+
+class ActivationSource(Protocol):
+    """A set of ``d``-dimensional rows served as shuffled batches.
+
+    ``batches`` is infinite (a fresh permutation each epoch, derived from ``seed`` and the epoch)
+    and deterministic, and ``batches(b, seed=s, start_step=k)`` yields exactly the k-th and later
+    batches of ``batches(b, seed=s)``, which makes resuming a training run exact.
+    """
+
+    @property
+    def d(self) -> int:
+        """Width of a row; a plain attribute satisfies this too."""
+        ...
+
+    def batches(
+        self, batch_size: int, *, seed: int, start_step: int = 0
+    ) -> Iterator[torch.Tensor]: ...
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """A permutation of ``range(n)`` that depends only on ``(seed, epoch)`` (any integer seed)."""
+    index_dtype = np.int32 if n < 2**31 else np.int64  # halves the memory of huge caches
+    return np.random.default_rng([seed % 2**64, epoch]).permutation(np.arange(n, dtype=index_dtype))
+
+
+def shuffled_indices(
+    n: int, batch_size: int, *, seed: int, start_step: int = 0
+) -> Iterator[np.ndarray]:
+    """Row indices ``[batch_size]`` of each batch, from ``start_step`` on, forever.
+
+    The stream is the concatenation of ``epoch_permutation(n, seed, 0)``, ``(..., 1)``, ...; batch
+    k is its slice ``[k * batch_size, (k + 1) * batch_size)``, so a batch may span two epochs and
+    the k-th batch is found without generating the earlier ones.
+    """
+    if n < 1:
+        raise ValueError("cannot draw batches from an empty source (0 rows)")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} is invalid: expected >= 1")
+    if start_step < 0:
+        raise ValueError(f"start_step={start_step} is invalid: expected >= 0")
+    epoch, offset = divmod(start_step * batch_size, n)
+    perm = epoch_permutation(n, seed, epoch)
+    while True:
+        parts = []
+        need = batch_size
+        while need:
+            part = perm[offset : offset + need]
+            parts.append(part)
+            need -= len(part)
+            offset += len(part)
+            if offset == n:
+                epoch, offset = epoch + 1, 0
+                perm = epoch_permutation(n, seed, epoch)
+        yield np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+class MatrixSource:
+    """An in-memory matrix ``[n, d]`` (any activations, e.g. single-cell data) as a source."""
+
+    def __init__(self, matrix: torch.Tensor) -> None:
+        if matrix.ndim != 2 or matrix.shape[0] == 0:
+            raise ValueError(
+                f"MatrixSource needs a non-empty 2-D matrix [n, d], got shape {tuple(matrix.shape)}"
+            )
+        self.matrix = matrix
+        self.d = matrix.shape[1]
+
+    def __len__(self) -> int:
+        return self.matrix.shape[0]
+
+    def batches(self, batch_size: int, *, seed: int, start_step: int = 0) -> Iterator[torch.Tensor]:
+        """Batches ``[batch_size, d]`` of rows, see ``ActivationSource``."""
+        for idx in shuffled_indices(len(self), batch_size, seed=seed, start_step=start_step):
+            yield self.matrix[torch.from_numpy(idx.astype(np.int64))]
+
+
+class ShuffleBuffer:
+    """Batches ``[batch_size, d]`` mixing rows of many chunks ``[m, d]`` with at most ``capacity``
+    rows held.
+
+    Fill the buffer, emit about half of it (random slots), refill those slots, and so on; when the
+    chunks run out the rest is emitted in random order, the last batch possibly shorter. Every
+    input row comes out exactly once. Rows of a chunk are strongly correlated (one document,
+    neighbouring tokens), which is why they are mixed with many other chunks before training.
+    """
+
+    def __init__(
+        self, chunks: Iterable[torch.Tensor], capacity: int, batch_size: int, seed: int
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} is invalid: expected >= 1")
+        if capacity < 2 * batch_size:
+            raise ValueError(
+                f"capacity={capacity} is invalid: expected >= 2 * batch_size = {2 * batch_size} "
+                "(the buffer emits half of itself at a time; more capacity mixes better)"
+            )
+        self.chunks = chunks
+        self.capacity = capacity
+        self.batch_size = batch_size
+        self.seed = seed
+        self.held = 0
+        """Rows in the buffer right now (never above ``capacity``)."""
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        generator = torch.Generator().manual_seed(self.seed)
+        emit = (self.capacity // 2) // self.batch_size * self.batch_size
+        buffer: torch.Tensor | None = None
+        # Each row is copied in once and out once: emitted slots are refilled in place rather
+        # than compacting the buffer.
+        free = torch.arange(self.capacity)  # empty slots, filled front to back
+        self.held = 0
+        for chunk in self.chunks:
+            if chunk.ndim != 2:
+                raise ValueError(f"chunks must be [rows, d], got shape {tuple(chunk.shape)}")
+            if buffer is None:
+                buffer = chunk.new_empty((self.capacity, chunk.shape[1]))
+            while len(chunk):
+                take = min(len(free), len(chunk))
+                buffer[free[:take].to(buffer.device)] = chunk[:take]
+                free, chunk = free[take:], chunk[take:]
+                self.held += take
+                if self.held == self.capacity:
+                    slots = torch.randperm(self.capacity, generator=generator)[:emit]
+                    yield from self._emit(buffer, slots)
+                    free = slots.sort().values  # refill in slot order: sequential-ish writes
+        if buffer is not None:
+            filled = torch.ones(self.capacity, dtype=torch.bool)
+            filled[free] = False
+            slots = filled.nonzero().squeeze(1)
+            yield from self._emit(buffer, slots[torch.randperm(len(slots), generator=generator)])
+
+    def _emit(self, buffer: torch.Tensor, slots: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The rows in ``slots`` (in that order) as batches; their slots become free."""
+        out = buffer[slots.to(buffer.device)]
+        self.held -= len(slots)
+        yield from out.split(self.batch_size)
+
+
+class NonFiniteActivationError(ValueError):
+    """A batch of activations holding NaN or Inf."""
+
+
+def check_finite(batch: torch.Tensor, *, step: int, hook: str) -> None:
+    """Raise ``NonFiniteActivationError`` if ``batch`` holds NaN or Inf (the trainer's guard)."""
+    if bool(torch.isfinite(batch).all()):
+        return
+    n_nan = int(torch.isnan(batch).sum())
+    n_inf = int(torch.isinf(batch).sum())
+    raise NonFiniteActivationError(
+        f"non-finite activations at step {step}, hook {hook!r}: {n_nan} NaN and {n_inf} Inf "
+        f"among {batch.numel()} values. The model probably overflowed in its dtype: run it in "
+        "float32 (--dtype float32), or check the model and its inputs"
+    )

@@ -1,0 +1,176 @@
+"""What an SAE's reconstruction costs a language model: splice it in and compare predictions.
+
+For each batch the model runs three times: clean, with the activation at ``hook`` replaced by the
+SAE's reconstruction, and with it replaced by zeros (all through ``monosemantic.hooks.patch``).
+
+    loss_recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean)       (Bricken et al. 2023)
+    kl             = KL(p_clean ‖ p_sae), mean over predicted positions (Braun et al. 2024,
+                     arXiv 2405.12241, "batchmean" over tokens)
+
+Excluded positions (``exclude``, e.g. BOS or other special tokens) are left out twice over: their
+activations keep their original values in every run, because such tokens carry outlier
+activations an SAE is usually not trained on and no downstream use would replace them; and a
+position whose next token (the target) is excluded is not scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from monosemantic.config import check
+from monosemantic.hooks import HookPoint, patch
+
+Rows = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _logits(output: Any) -> torch.Tensor:
+    """A model's output -> logits [batch, ctx, vocab]: a tensor, or an object with ``.logits``."""
+    logits = output if isinstance(output, torch.Tensor) else getattr(output, "logits", None)
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(
+            f"model returned a {type(output).__name__}; expected a logits tensor "
+            "or an object with a .logits tensor (a causal language model)"
+        )
+    return logits
+
+
+def _splice(replace: Rows, keep: torch.Tensor, where: HookPoint) -> Callable[..., torch.Tensor]:
+    """A patch function replacing the rows of act [batch, ctx, d] where keep [batch, ctx]."""
+
+    def fn(act: torch.Tensor) -> torch.Tensor:
+        if act.ndim < 3 or act.shape[:2] != keep.shape:
+            raise ValueError(
+                f"hook {where} carries a tensor of shape {tuple(act.shape)}; "
+                f"expected [batch, ctx, d] with [batch, ctx] = {tuple(keep.shape)} "
+                "(choose a hook point on the token stream)"
+            )
+        out = act.clone()
+        out[keep] = replace(act[keep])
+        return out
+
+    return fn
+
+
+def _sae_rows(sae: nn.Module) -> Rows:
+    """rows [n, d] -> the SAE's reconstruction, run in the SAE's dtype and device, cast back."""
+    param = next(sae.parameters(), None)
+
+    def rows(x: torch.Tensor) -> torch.Tensor:
+        if param is None:
+            return sae(x)
+        return sae(x.to(device=param.device, dtype=param.dtype)).to(x.device, x.dtype)
+
+    return rows
+
+
+def _scored_log_probs(model: nn.Module, ids: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities [n_scored, vocab] (float32) at positions t where scored[:, t]."""
+    logits = _logits(model(ids))
+    return logits[:, :-1][scored].float().log_softmax(-1)
+
+
+def _check_inputs(tokens: torch.Tensor, exclude: torch.Tensor | None) -> torch.Tensor:
+    """Validate and return the exclude mask [n, ctx] (all False when None)."""
+    if tokens.ndim != 2 or tokens.dtype != torch.long or tokens.shape[1] < 2:
+        raise ValueError(
+            f"tokens must be a LongTensor [n, ctx] with ctx >= 2, got "
+            f"{tokens.dtype} of shape {tuple(tokens.shape)}"
+        )
+    if exclude is None:
+        return torch.zeros_like(tokens, dtype=torch.bool)
+    if exclude.shape != tokens.shape or exclude.dtype != torch.bool:
+        raise ValueError(
+            f"exclude must be a BoolTensor shaped like tokens {tuple(tokens.shape)}, "
+            f"got {exclude.dtype} of shape {tuple(exclude.shape)}"
+        )
+    return exclude
+
+
+def _batch_sums(
+    model: nn.Module, point: HookPoint, sae_rows: Rows, ids: torch.Tensor, keep: torch.Tensor
+) -> dict[str, float]:
+    """Summed CE and KL terms (nats) over one batch's scored positions, and their number.
+
+    ids, keep: [batch, ctx]; position t predicts t + 1 and is scored when t + 1 is kept.
+    """
+    scored = keep[:, 1:]
+    targets = ids[:, 1:][scored][:, None]  # [n_scored, 1]
+    clean = _scored_log_probs(model, ids, scored)
+    with patch(model, point, _splice(sae_rows, keep, point)):
+        spliced = _scored_log_probs(model, ids, scored)
+    with patch(model, point, _splice(torch.zeros_like, keep, point)):
+        zeroed = _scored_log_probs(model, ids, scored)
+    p_clean = clean.exp()
+
+    def nll(log_probs: torch.Tensor) -> float:
+        return -log_probs.gather(-1, targets).double().sum().item()
+
+    def kl(log_probs: torch.Tensor) -> float:
+        return (p_clean * (clean - log_probs)).double().sum().item()
+
+    return {
+        "ce_clean": nll(clean),
+        "ce_sae": nll(spliced),
+        "ce_zero_ablation": nll(zeroed),
+        "kl": kl(spliced),
+        "kl_zero": kl(zeroed),
+        "n_scored": float(targets.shape[0]),
+    }
+
+
+def spliced_metrics(
+    model: nn.Module,
+    tokens: torch.Tensor,
+    hook: str | HookPoint,
+    sae: nn.Module,
+    *,
+    batch_size: int = 8,
+    exclude: torch.Tensor | None = None,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Cross-entropy and KL of ``model`` with ``sae`` spliced in at ``hook``.
+
+    tokens: [n, ctx] token ids; exclude: [n, ctx] bool, True for tokens (BOS, padding, other
+    special tokens) whose activations are kept and which are not scored as targets. ``sae`` is any
+    module mapping [n, d] -> [n, d]. Returns ``ce_clean``, ``ce_sae``, ``ce_zero_ablation`` (nats
+    per scored token), ``loss_recovered`` (NaN when zero ablation costs nothing), ``kl``,
+    ``kl_zero`` (nats) and ``n_scored``. Model and SAE run in eval mode; their modes are restored.
+    """
+    check(batch_size > 0, "batch_size", batch_size, "a positive integer")
+    exclude = _check_inputs(tokens, exclude)
+    point = HookPoint.parse(hook)
+    device = next(model.parameters()).device
+    sae_rows = _sae_rows(sae)
+    sums: dict[str, float] = {}
+    modes = model.training, sae.training
+    model.eval()
+    sae.eval()
+    try:
+        with torch.no_grad():
+            for start in tqdm(
+                range(0, len(tokens), batch_size), disable=not progress, desc="spliced eval"
+            ):
+                ids = tokens[start : start + batch_size].to(device)
+                keep = ~exclude[start : start + batch_size].to(device)
+                for name, total in _batch_sums(model, point, sae_rows, ids, keep).items():
+                    sums[name] = sums.get(name, 0.0) + total
+    finally:
+        model.train(modes[0])
+        sae.train(modes[1])
+    n_scored = int(sums.pop("n_scored", 0))
+    if n_scored == 0:
+        raise ValueError(
+            "no position was scored: every target token is excluded; "
+            "exclude only special tokens such as BOS"
+        )
+    result = {name: total / n_scored for name, total in sums.items()}
+    gap = result["ce_zero_ablation"] - result["ce_clean"]
+    recovered = result["ce_zero_ablation"] - result["ce_sae"]
+    result["loss_recovered"] = recovered / gap if gap != 0 else float("nan")
+    result["n_scored"] = n_scored
+    return result

@@ -1,0 +1,1 @@
+"""Models the project trains itself, from a seed: bilinear image classifiers (``mnist``)."""

@@ -1,0 +1,119 @@
+"""The command line end to end on a tiny model and on a matrix: train, cache, eval, info."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from monosemantic.cli import main
+from monosemantic.sae.io import load_sae
+
+FAST = [
+    "--steps",
+    "30",
+    "--batch-size",
+    "64",
+    "--lr",
+    "3e-3",
+    "--no-progress",
+    "--expansion",
+    "2",
+    "--k",
+    "4",
+]
+
+
+def text_args(folder, text):
+    return [
+        "--model",
+        str(folder),
+        "--data",
+        str(text),
+        "--hook",
+        "model.layers.0.mlp:output",
+        "--context-size",
+        "16",
+        "--max-tokens",
+        "4096",
+        "--spliced-windows",
+        "4",
+    ]
+
+
+def test_train_on_text_writes_a_saelens_folder_and_metrics(tiny_lm_folder, tiny_text, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", *text_args(tiny_lm_folder, tiny_text), *FAST, "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["steps"] == 30 and config["sweep"]["k"] == [4]
+    summary = json.loads((out / "summary.json").read_text())
+    (sae_summary,) = summary["saes"]
+    metrics = sae_summary["eval"]
+    assert 0 <= metrics["fvu"] < 1
+    assert metrics["l0"] == pytest.approx(4, abs=1e-9)  # TopK: exactly k per token
+    assert {"ce_clean", "ce_sae", "kl", "loss_recovered"} <= set(metrics)
+    folder = out / "saes" / sae_summary["name"]
+    assert {"cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "density.png"} <= {
+        p.name for p in folder.iterdir()
+    }
+    sae = load_sae(folder)
+    assert sae.cfg.hook == "model.layers.0.mlp:output" and sae.d_sae == 64
+
+
+def test_cache_then_train_then_eval(tiny_lm_folder, tiny_text, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    args = text_args(tiny_lm_folder, tiny_text)
+    assert main(["cache", *args, "--out", str(cache), "--shard-windows", "50"]) == 0
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert manifest["complete"] and len(manifest["shards"]) >= 2
+    assert manifest["meta"]["hook"] == "model.layers.0.mlp:output"
+    assert main(["info", str(cache), "--verify"]) == 0
+    assert "all shard checksums verify" in capsys.readouterr().out
+    # training from the cache finds the model and held-out text in its manifest
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(cache), *FAST, "--out", str(out)]) == 0
+    (sae_summary,) = json.loads((out / "summary.json").read_text())["saes"]
+    assert "loss_recovered" in sae_summary["eval"]
+    capsys.readouterr()
+    assert main(["eval", sae_summary["folder"], *args]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["l0"] == pytest.approx(4)
+
+
+def test_train_on_a_matrix_needs_no_model(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    atoms = torch.nn.functional.normalize(torch.randn(24, 8, generator=g), dim=1)
+    codes = torch.rand(3000, 24, generator=g) * (torch.rand(3000, 24, generator=g) < 0.1)
+    path = tmp_path / "cells.npy"
+    np.save(path, (codes @ atoms).numpy())
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(path), *FAST, "--out", str(out)]) == 0
+    (summary,) = json.loads((out / "summary.json").read_text())["saes"]
+    assert summary["config"]["d_in"] == 8 and summary["eval"]["fvu"] < 0.5
+
+
+def test_missing_data_path_is_a_clear_error(tmp_path, capsys):
+    code = main(["train", "--data", str(tmp_path / "nope.npy"), *FAST, "--out", str(tmp_path)])
+    assert code == 2
+    assert "nope.npy" in capsys.readouterr().err
+
+
+def test_unknown_hook_is_a_clear_error(tiny_lm_folder, tiny_text, tmp_path, capsys):
+    args = text_args(tiny_lm_folder, tiny_text)
+    args[args.index("--hook") + 1] = "model.layers.0.mpl:output"
+    assert main(["train", *args, *FAST, "--out", str(tmp_path)]) == 2
+    assert "nearest module names: model.layers.0.mlp" in capsys.readouterr().err
+
+
+def test_sae_with_wrong_width_is_refused(tiny_lm_folder, tiny_text, tmp_path, capsys):
+    from monosemantic.sae.base import SAEConfig
+    from monosemantic.sae.io import save_sae
+    from monosemantic.sae.registry import create
+
+    save_sae(
+        create(SAEConfig("topk", d_in=64, d_sae=128, k=4, hook="model.layers.0.mlp:output")),
+        tmp_path / "sae",
+    )
+    assert main(["eval", str(tmp_path / "sae"), *text_args(tiny_lm_folder, tiny_text)]) == 2
+    err = capsys.readouterr().err
+    assert "d_in=64" in err and "width 32" in err
