@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ import torch
 from safetensors.torch import save
 
 from monosemantic.data.store import shuffled_indices
+from monosemantic.files import atomic_write_bytes
 
 MANIFEST = "manifest.json"
 FORMAT = "monosemantic-activation-cache"
@@ -92,16 +92,7 @@ class Manifest:
         )
 
     def write(self, folder: Path) -> None:
-        _atomic_write(folder / MANIFEST, json.dumps(self.to_dict(), indent=1).encode())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+        atomic_write_bytes(folder / MANIFEST, json.dumps(self.to_dict(), indent=1).encode())
 
 
 def sha256_file(path: Path) -> str:
@@ -201,7 +192,7 @@ def _check_shard(shard: torch.Tensor, index: int, like: Manifest | None) -> None
 def _write_shard(folder: Path, index: int, shard: torch.Tensor) -> ShardInfo:
     data = save({KEY: shard.detach().cpu().contiguous()})
     name = shard_name(index)
-    _atomic_write(folder / name, data)
+    atomic_write_bytes(folder / name, data)
     return ShardInfo(file=name, rows=shard.shape[0], sha256=hashlib.sha256(data).hexdigest())
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from monosemantic.config import check
-from monosemantic.interpret.report import atomic_write_bytes
+from monosemantic.files import atomic_write_bytes
 from monosemantic.sae.base import SAE
 
 DENSITY_FLOOR = 1e-10

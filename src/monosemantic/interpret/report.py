@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -19,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from monosemantic.config import check
+from monosemantic.files import atomic_write_bytes
 
 IMAGE_TYPES = {
     ".png": "image/png",
@@ -164,23 +163,6 @@ def render_report(*, title: str, sections: list[ReportSection]) -> str:
         f"<title>{escaped}</title>\n<style>\n{_CSS}\n</style>\n</head>\n<body>\n<main>\n"
         f"<h1>{escaped}</h1>\n<nav><ol>{toc}</ol></nav>\n{body}\n</main>\n</body>\n</html>\n"
     )
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path``, then rename it over ``path``.
-
-    A reader never sees a half-written file, and a killed run leaves the old file intact.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_report(path: Path, *, title: str, sections: list[ReportSection]) -> Path:

@@ -6,9 +6,7 @@ runs. Harvest (or read a cache or matrix) → train a sweep of SAEs on shared ba
 from __future__ import annotations
 
 import itertools
-import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,6 +20,7 @@ from monosemantic.data.harvest import harvest_to_cache, hook_width
 from monosemantic.data.sources import DataConfig, Text, load_text, open_sources
 from monosemantic.evaluation.metrics import density_histogram, evaluate_reconstruction
 from monosemantic.evaluation.spliced import spliced_metrics
+from monosemantic.files import write_json
 from monosemantic.models.hf import load_model
 from monosemantic.sae.base import SAE, SAEConfig
 from monosemantic.sae.io import load_sae, save_sae
@@ -79,13 +78,6 @@ def sae_name(cfg: SAEConfig) -> str:
     if cfg.sparsity_coefficient:
         parts.append(f"l{cfg.sparsity_coefficient:g}")
     return "-".join(parts)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Atomic JSON write."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def run(
