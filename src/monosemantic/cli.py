@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find the features a neural network computes with.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser(
@@ -171,10 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(format="%(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("monosemantic").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         return int(args.func(args))
     except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:

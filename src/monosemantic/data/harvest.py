@@ -58,8 +58,6 @@ def harvest(
     tokens: [n, ctx]; exclude: [n, ctx] bool, True where a position's activation is dropped
     (BOS and other special tokens by default, since their activations are outliers).
     """
-    if truncate:
-        log.info("harvesting %s: forward passes stop after this hook (truncated)", hook)
     for start in range(0, len(tokens), batch_size):
         window = tokens[start : start + batch_size]
         acts = forward_activations(model, window, [hook], truncate=truncate)

@@ -198,6 +198,8 @@ def prepare(data: DataConfig) -> Text | None:
     else:
         return None
     model, tokenizer = load_model(text_data.model, dtype=text_data.dtype)
+    if data.truncate:
+        log.info("forward passes stop at %s: the layers after it are not run", data.hook)
     return load_text(text_data, model, tokenizer)
 
 
