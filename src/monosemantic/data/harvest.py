@@ -6,7 +6,6 @@ fired (``hooks.run_until``), so the layers after the deepest hook are never run.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,6 @@ from monosemantic.data.store import ShuffleBuffer
 from monosemantic.hooks import HookPoint, capture, run_until
 from monosemantic.models.hf import device_of
 from monosemantic.sae.base import DTYPES
-
-log = logging.getLogger(__name__)
 
 
 def forward_activations(

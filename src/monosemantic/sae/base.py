@@ -24,8 +24,12 @@ from torch import nn
 
 from monosemantic.config import ConfigError, check
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
-          "float64": torch.float64}
+DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float64": torch.float64,
+}
 
 
 @dataclass
@@ -56,13 +60,21 @@ class SAEConfig:
     def __post_init__(self) -> None:
         from monosemantic.sae.registry import ARCHITECTURES
 
-        check(self.architecture in ARCHITECTURES, "architecture", self.architecture,
-              f"one of {sorted(ARCHITECTURES)}")
+        check(
+            self.architecture in ARCHITECTURES,
+            "architecture",
+            self.architecture,
+            f"one of {sorted(ARCHITECTURES)}",
+        )
         check(self.d_in > 0, "d_in", self.d_in, "a positive integer")
         check(self.d_sae > 0, "d_sae", self.d_sae, "a positive integer")
         check(self.dtype in DTYPES, "dtype", self.dtype, f"one of {sorted(DTYPES)}")
-        check(self.sparsity_coefficient >= 0, "sparsity_coefficient", self.sparsity_coefficient,
-              ">= 0")
+        check(
+            self.sparsity_coefficient >= 0,
+            "sparsity_coefficient",
+            self.sparsity_coefficient,
+            ">= 0",
+        )
         if self.k is not None:
             check(0 < self.k <= self.d_sae, "k", self.k, f"in 1..d_sae={self.d_sae}")
         ARCHITECTURES[self.architecture].validate(self)

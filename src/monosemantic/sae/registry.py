@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from monosemantic.sae.base import SAE, SAEConfig
+from monosemantic.sae.batchtopk import BatchTopKSAE
+from monosemantic.sae.gated import GatedSAE
+from monosemantic.sae.jumprelu import JumpReLUSAE
+from monosemantic.sae.relu import ReluSAE
 from monosemantic.sae.topk import TopKSAE
 
-ARCHITECTURES: dict[str, type[SAE]] = {cls.architecture: cls for cls in (TopKSAE,)}
+ARCHITECTURES: dict[str, type[SAE]] = {
+    cls.architecture: cls for cls in (ReluSAE, TopKSAE, BatchTopKSAE, JumpReLUSAE, GatedSAE)
+}
 
 
 def create(cfg: SAEConfig) -> SAE:
