@@ -134,3 +134,28 @@ def test_resampling_revives_dead_latents():
     best = (sae.W_dec[:10] @ dirs.T).max(dim=1).values
     torch.testing.assert_close(best, torch.ones(10))
     assert torch.all(run.since_fired[:10] == 0)
+
+
+ARCHS = {
+    "standard": {"sparsity_coefficient": 1e-3},
+    "topk": {"k": 4},
+    "batchtopk": {"k": 4},
+    "jumprelu": {"sparsity_coefficient": 1e-3},
+    "gated": {"sparsity_coefficient": 1e-3},
+}
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_every_architecture_trains_and_resamples(arch, tmp_path):
+    torch.manual_seed(0)
+    sae = create(SAEConfig(arch, d_in=16, d_sae=64, **ARCHS[arch]))
+    trainer = Trainer([sae], fast(steps=60, resample_every=20, dead_after_tokens=64))
+    source = MatrixSource(data())
+    trainer.initialise(next(source.batches(64, seed=0)))
+    first = trainer.train_step(next(source.batches(64, seed=0)))["0"]["mse"]
+    trainer.runs[0].since_fired[:8] = 10_000  # force some dead latents
+    assert trainer.resample(trainer.runs[0], data(n=64) * trainer.input_scale) >= 8
+    for bias in sae.latent_biases():
+        assert torch.all(bias[:8] == 0)
+    last = trainer.fit(source.batches(64, seed=0, start_step=1))[0]["mse"]
+    assert last < 0.75 * first

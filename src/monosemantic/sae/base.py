@@ -117,6 +117,8 @@ class SAE(nn.Module, abc.ABC):
     architecture: ClassVar[str] = ""
     unit_norm_decoder: ClassVar[bool] = False
     """Whether the trainer keeps decoder rows at unit norm (with gradient projection)."""
+    saelens_architecture: ClassVar[str | None] = None
+    """The SAELens ``architecture`` this one is saved as, when its name differs."""
 
     def __init__(self, cfg: SAEConfig) -> None:
         super().__init__()
@@ -132,6 +134,10 @@ class SAE(nn.Module, abc.ABC):
     @classmethod
     def validate(cls, cfg: SAEConfig) -> None:
         """Check architecture-specific config fields; raise ConfigError."""
+
+    def latent_biases(self) -> list[nn.Parameter]:
+        """Per-latent encoder parameters [d_sae] that resampling resets to 0."""
+        return [self.b_enc]
 
     @property
     def d_in(self) -> int:

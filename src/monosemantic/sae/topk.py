@@ -34,7 +34,9 @@ def auxk_loss(sae: SAE, x: torch.Tensor, out: SAEOutput, dead: torch.Tensor | No
     dead_pre = out.pre.masked_fill(~dead, float("-inf"))
     codes = topk_codes(dead_pre, k_aux).nan_to_num(0.0)
     recon = codes @ sae.W_dec
-    return (recon - residual).pow(2).sum(-1).mean() / residual.pow(2).sum(-1).mean().clamp_min(1e-12)
+    return (recon - residual).pow(2).sum(-1).mean() / residual.pow(2).sum(-1).mean().clamp_min(
+        1e-12
+    )
 
 
 class TopKSAE(SAE):

@@ -209,6 +209,7 @@ class Trainer:
         probability ∝ its squared reconstruction error, normalised; its encoder column that
         direction × 0.2 × the mean alive encoder norm; its encoder bias 0; Adam moments for those
         entries are reset. Inputs are drawn from the current batch. Returns the number resampled.
+        (Gated SAEs reset their gate and magnitude biases and r_mag, see ``latent_biases``.)
         """
         sae = run.sae
         dead = self.dead_mask(run).nonzero().squeeze(-1)
@@ -224,12 +225,11 @@ class Trainer:
         enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
         sae.W_dec[dead] = directions.to(sae.W_dec.dtype)
         sae.W_enc[:, dead] = (directions.T * 0.2 * enc_norm).to(sae.W_enc.dtype)
-        sae.b_enc[dead] = 0.0
-        for param, index in (
-            (sae.W_dec, (dead,)),
-            (sae.W_enc, (slice(None), dead)),
-            (sae.b_enc, (dead,)),
-        ):
+        biases = sae.latent_biases()
+        for bias in biases:
+            bias[dead] = 0.0
+        resets = [(sae.W_dec, (dead,)), (sae.W_enc, (slice(None), dead))]
+        for param, index in resets + [(bias, (dead,)) for bias in biases]:
             state = run.optimizer.state.get(param, {})
             for key in ("exp_avg", "exp_avg_sq"):
                 if key in state:
@@ -295,6 +295,8 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             log_file = (self.out_dir / "metrics.jsonl").open("a")
         iterator: Iterator[torch.Tensor] = iter(batches)
+        for run in self.runs:
+            run.sae.train()
         last: dict[str, dict[str, float]] = {}
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, desc="train")
         try:
@@ -363,4 +365,5 @@ def train(
     results = trainer.fit(source)
     for run in trainer.runs:
         run.sae.fold_input_scale(trainer.input_scale)
+        run.sae.eval()
     return [{**r, "input_scale": trainer.input_scale} for r in results]

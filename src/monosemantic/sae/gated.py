@@ -1,0 +1,60 @@
+"""Gated SAE (Rajamanoharan et al. 2024, "Improving Dictionary Learning with Gated Sparse
+Autoencoders", arXiv 2404.16014).
+
+Which latents fire and how strongly are estimated by two paths sharing W_enc (SAELens names):
+
+    pre    = (x − b_dec) W_enc                                           [batch, d_sae]
+    π_gate = pre + b_gate
+    mag    = (x − b_dec)(W_enc ⊙ exp(r_mag)) + b_mag = exp(r_mag) ⊙ pre + b_mag
+    f      = 1{π_gate > 0} ⊙ ReLU(mag)
+    loss   = ‖x − x̂‖² + λ ‖ReLU(π_gate)‖₁ + ‖x − (ReLU(π_gate) sg(W_dec) + sg(b_dec))‖²
+
+sg = stop-gradient: the auxiliary reconstruction trains the gate path only. Decoder rows are kept
+at unit norm (as in the paper), so the L1 term needs no decoder-norm weights. There is no b_enc
+(SAELens's GatedSAE has none either), so ``pre`` is the projection both paths share.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from monosemantic.sae.base import SAE, LossContext, SAEConfig, SAEOutput
+
+
+class GatedSAE(SAE):
+    architecture = "gated"
+    unit_norm_decoder = True
+
+    def __init__(self, cfg: SAEConfig) -> None:
+        super().__init__(cfg)
+        del self.b_enc  # the gate and magnitude paths have their own biases
+        zeros = torch.zeros(cfg.d_sae, dtype=self.W_enc.dtype)
+        self.b_gate = nn.Parameter(zeros.clone())
+        self.r_mag = nn.Parameter(zeros.clone())
+        self.b_mag = nn.Parameter(zeros.clone())
+
+    def latent_biases(self) -> list[nn.Parameter]:
+        return [self.b_gate, self.r_mag, self.b_mag]
+
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """(x − b_dec) W_enc: [batch, d_in] -> [batch, d_sae], shared by both paths."""
+        return (x - self.b_dec) @ self.W_enc
+
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:
+        """f = 1{pre + b_gate > 0} ⊙ ReLU(exp(r_mag) ⊙ pre + b_mag)."""
+        magnitude = self.r_mag.exp() * pre + self.b_mag
+        return (pre + self.b_gate > 0).to(pre.dtype) * magnitude.relu()
+
+    def loss(self, x: torch.Tensor, out: SAEOutput, ctx: LossContext) -> dict[str, torch.Tensor]:
+        """Adds ``l1`` = ‖ReLU(π_gate)‖₁ and ``aux`` (gate-path reconstruction, frozen decoder),
+        both averaged over the batch; ``loss`` = mse + λ·l1 + aux."""
+        terms = super().loss(x, out, ctx)
+        gate = (out.pre + self.b_gate).relu()
+        l1 = gate.sum(-1).mean()
+        via_gate = gate @ self.W_dec.detach() + self.b_dec.detach()
+        aux = (via_gate - x).pow(2).sum(-1).mean()
+        terms["l1"] = l1
+        terms["aux"] = aux
+        terms["loss"] = terms["mse"] + ctx.sparsity_coefficient * l1 + aux
+        return terms

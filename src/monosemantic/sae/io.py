@@ -1,0 +1,250 @@
+"""Save and load SAEs in SAELens's on-disk layout (SAELens ≥ 6); safetensors and JSON, no pickle.
+
+    folder/cfg.json                  SAELens config (d_in, d_sae, dtype, architecture, ...) whose
+                                     ``metadata`` also holds our full SAEConfig under "monosemantic"
+    folder/sae_weights.safetensors   tensors under SAELens names (W_enc [d_in, d_sae], ...)
+    folder/sparsity.safetensors      optional: "sparsity", log10 feature density [d_sae]
+
+``sae_lens.SAE.load_from_disk(folder)`` loads what ``save_sae`` writes: BatchTopK as SAELens's
+"jumprelu" with θ broadcast to [d_sae] (as SAELens saves it), JumpReLU's log θ as ``threshold``.
+``load_sae`` restores our exact SAEConfig from the metadata, and reads folders SAELens wrote
+(``sae.save_model``) for architectures standard, topk, jumprelu, gated and batchtopk; their
+``apply_b_dec_to_input=False`` and ``rescale_acts_by_decoder_norm=True`` are folded into the
+weights, which leaves the SAE's function unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from monosemantic.sae.base import SAE, SAEConfig
+from monosemantic.sae.registry import create
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae_weights.safetensors"
+SPARSITY_FILE = "sparsity.safetensors"
+META_KEY = "monosemantic"
+"""Key in cfg.json's ``metadata`` holding our SAEConfig."""
+FORMAT_VERSION = "6.0.0"
+"""The SAELens format version written; SAELens treats configs without one as pre-6 and renames."""
+FROM_SAELENS = ("standard", "topk", "batchtopk", "jumprelu", "gated")
+"""SAELens architectures we read; each is our architecture of the same name."""
+
+
+class SAEFormatError(ValueError):
+    """A folder whose files are unreadable or do not describe a loadable SAE."""
+
+
+def save_sae(sae: SAE, folder: str | Path, *, sparsity: torch.Tensor | None = None) -> Path:
+    """Write ``sae`` to ``folder`` (created if needed); returns the folder.
+
+    ``sparsity``: log10 feature density [d_sae], as SAELens stores it; without it a stale
+    sparsity file is removed. Each file is written to a temporary name and renamed, cfg.json last.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {name: t.detach().cpu().contiguous() for name, t in sae.export_state().items()}
+    _atomic_write(folder / WEIGHTS_FILE, lambda path: save_file(state, path))
+    if sparsity is not None:
+        if tuple(sparsity.shape) != (sae.d_sae,):
+            raise ValueError(
+                f"sparsity must be log10 feature densities of shape ({sae.d_sae},), "
+                f"got {tuple(sparsity.shape)}"
+            )
+        density = {"sparsity": sparsity.detach().float().cpu().contiguous()}
+        _atomic_write(folder / SPARSITY_FILE, lambda path: save_file(density, path))
+    else:
+        (folder / SPARSITY_FILE).unlink(missing_ok=True)
+    try:
+        text = json.dumps(saelens_config(sae), indent=2)
+    except TypeError as err:
+        raise TypeError(f"SAE config metadata must hold JSON values only: {err}") from None
+    _atomic_write(folder / CFG_FILE, lambda path: path.write_text(text))
+    return folder
+
+
+def load_sae(folder: str | Path) -> SAE:
+    """Load an SAE written by ``save_sae`` or by SAELens's ``save_model``: on CPU, in cfg's dtype,
+    in eval mode (BatchTopK then uses its threshold; call ``.train()`` to train it further)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"no SAE folder {folder}: expected a directory holding {CFG_FILE} and {WEIGHTS_FILE}"
+        )
+    raw = _read_json(folder / CFG_FILE)
+    weights = _read_safetensors(folder / WEIGHTS_FILE)
+    ours = (raw.get("metadata") or {}).get(META_KEY)
+    if ours is not None:
+        cfg = SAEConfig.from_dict(ours)
+        if (raw.get("d_in"), raw.get("d_sae")) != (cfg.d_in, cfg.d_sae):
+            raise SAEFormatError(
+                f"{folder / CFG_FILE}: d_in={raw.get('d_in')}, d_sae={raw.get('d_sae')} disagree "
+                f"with its metadata's d_in={cfg.d_in}, d_sae={cfg.d_sae}"
+            )
+    else:
+        cfg, weights = _from_saelens(raw, weights, folder)
+    sae = create(cfg)
+    _check_weights(sae, weights, folder)
+    sae.import_state(weights)
+    return sae.eval()
+
+
+def load_sparsity(folder: str | Path) -> torch.Tensor | None:
+    """log10 feature density [d_sae] from ``folder``, or None when the folder has none."""
+    path = Path(folder) / SPARSITY_FILE
+    if not path.exists():
+        return None
+    tensors = _read_safetensors(path)
+    if "sparsity" not in tensors:
+        raise SAEFormatError(f"{path} has no 'sparsity' tensor (found {sorted(tensors)})")
+    return tensors["sparsity"]
+
+
+def saelens_config(sae: SAE) -> dict[str, Any]:
+    """cfg.json's content: SAELens's fields plus our SAEConfig in ``metadata``."""
+    cfg = sae.cfg
+    architecture = sae.saelens_architecture or cfg.architecture
+    out: dict[str, Any] = {
+        "architecture": architecture,
+        "d_in": cfg.d_in,
+        "d_sae": cfg.d_sae,
+        "dtype": cfg.dtype,
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+    }
+    if architecture == "topk":
+        out.update(k=cfg.k, rescale_acts_by_decoder_norm=False)
+    out["metadata"] = {
+        **cfg.metadata,
+        "sae_lens_version": FORMAT_VERSION,
+        "model_name": cfg.model or None,
+        "hook_name": cfg.hook or None,
+        META_KEY: cfg.to_dict(),
+    }
+    return out
+
+
+def _from_saelens(
+    raw: dict[str, Any], weights: dict[str, torch.Tensor], folder: Path
+) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
+    """Our config and SAELens-named weights for a folder SAELens wrote."""
+    where = folder / CFG_FILE
+    architecture = raw.get("architecture")
+    if architecture not in FROM_SAELENS:
+        raise SAEFormatError(
+            f"{where}: architecture {architecture!r} cannot be loaded; "
+            f"supported SAELens architectures: {', '.join(FROM_SAELENS)}"
+        )
+    missing = [name for name in ("d_in", "d_sae") if name not in raw]
+    if missing:
+        raise SAEFormatError(f"{where} lacks {missing}; is it an SAELens ≥ 6 config?")
+    for name in ("normalize_activations", "reshape_activations"):
+        if raw.get(name, "none") not in ("none", None):
+            raise SAEFormatError(
+                f"{where}: {name}={raw[name]!r} is not supported; fold it into the weights with "
+                "SAELens first (e.g. fold_activation_norm_scaling_factor) and save again"
+            )
+    weights = dict(weights)
+    if "topk_threshold" in weights:  # a BatchTopK training checkpoint: one scalar θ
+        weights["threshold"] = weights.pop("topk_threshold").expand(raw["d_sae"])
+    if raw.get("rescale_acts_by_decoder_norm"):
+        _fold_decoder_norms(weights)
+    if not raw.get("apply_b_dec_to_input", True):
+        _fold_b_dec_into_encoder(weights)
+    k = raw.get("k") if architecture in ("topk", "batchtopk") else None
+    if k is not None and k != int(k):
+        raise SAEFormatError(f"{where}: k={k} is not an integer; only integer k is supported")
+    metadata = dict(raw.get("metadata") or {})
+    cfg = SAEConfig(
+        architecture=architecture,
+        d_in=int(raw["d_in"]),
+        d_sae=int(raw["d_sae"]),
+        k=None if k is None else int(k),
+        sparsity_coefficient=float(raw.get("l1_coefficient", raw.get("l0_coefficient", 0.0))),
+        dtype=str(raw.get("dtype", "float32")).removeprefix("torch."),
+        hook=metadata.get("hook_name") or "",
+        model=metadata.get("model_name") or "",
+        metadata=metadata,
+        **{f: raw[f] for f in ("jumprelu_bandwidth", "jumprelu_init_threshold") if f in raw},
+    )
+    return cfg, weights
+
+
+def _fold_decoder_norms(weights: dict[str, torch.Tensor]) -> None:
+    """SAELens's rescale_acts_by_decoder_norm scores pre·‖W_dec,i‖ and decodes f/‖W_dec,i‖ ·
+    W_dec,i; scaling encoder columns and b_enc by the norms and dividing decoder rows by them is
+    the same function with plain pre and decode."""
+    norms = weights["W_dec"].norm(dim=1)
+    weights["W_dec"] = weights["W_dec"] / norms[:, None]
+    weights["W_enc"] = weights["W_enc"] * norms
+    weights["b_enc"] = weights["b_enc"] * norms
+
+
+def _fold_b_dec_into_encoder(weights: dict[str, torch.Tensor]) -> None:
+    """Encoders of apply_b_dec_to_input=False read x, ours read x − b_dec: add b_dec W_enc to the
+    encoder biases (scaled by exp(r_mag) on the gated magnitude path)."""
+    shift = weights["b_dec"] @ weights["W_enc"]
+    for name in ("b_enc", "b_gate"):
+        if name in weights:
+            weights[name] = weights[name] + shift
+    if "b_mag" in weights:
+        weights["b_mag"] = weights["b_mag"] + shift * weights["r_mag"].exp()
+
+
+def _check_weights(sae: SAE, weights: dict[str, torch.Tensor], folder: Path) -> None:
+    expected = {name: tuple(t.shape) for name, t in sae.export_state().items()}
+    problems = [f"missing {name}" for name in expected if name not in weights]
+    problems += [f"unexpected {name}" for name in weights if name not in expected]
+    problems += [
+        f"{name} has shape {tuple(t.shape)}, expected {expected[name]}"
+        for name, t in weights.items()
+        if name in expected and tuple(t.shape) != expected[name]
+    ]
+    if problems:
+        cfg = sae.cfg
+        raise SAEFormatError(
+            f"{folder / WEIGHTS_FILE} does not match {CFG_FILE} (architecture={cfg.architecture}, "
+            f"d_in={cfg.d_in}, d_sae={cfg.d_sae}): {'; '.join(problems)}"
+        )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; an SAE folder needs {CFG_FILE}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SAEFormatError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise SAEFormatError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing")
+    try:
+        return load_file(path)
+    except SafetensorError as err:
+        raise SAEFormatError(f"{path} is not a readable safetensors file: {err}") from None
+
+
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` to a temporary file beside ``path``, then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

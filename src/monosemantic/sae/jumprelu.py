@@ -1,0 +1,130 @@
+"""JumpReLU SAE (Rajamanoharan et al. 2024, "Jumping Ahead: Improving Reconstruction Fidelity with
+JumpReLU Sparse Autoencoders", arXiv 2407.14435).
+
+    pre   = (x − b_dec) W_enc + b_enc
+    f     = pre ⊙ H(pre − θ),   θ = exp(log_threshold) > 0 per latent
+    loss  = ‖x − x̂‖² + λ Σ_i H(pre_i − θ_i),   λ = sparsity_coefficient
+
+H has no useful derivative, so both functions get straight-through pseudo-derivatives with the
+rectangle kernel K(u) = 1{|u| < ½} and bandwidth ε = ``jumprelu_bandwidth``:
+
+    ∂f/∂pre = H(pre − θ)      ∂f/∂θ = −(θ/ε) K((pre − θ)/ε)
+    ∂H/∂pre = 0               ∂H/∂θ = −(1/ε) K((pre − θ)/ε)
+
+θ is trained through log θ (chain rule ∂/∂log θ = θ ∂/∂θ), which keeps it positive. The L0
+penalty does not fix the scale of the codes, so decoder rows are kept at unit norm. Saved as
+SAELens's ``threshold`` (θ itself).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from monosemantic.config import check
+from monosemantic.sae.base import SAE, LossContext, SAEConfig, SAEOutput
+
+
+def rectangle(u: torch.Tensor) -> torch.Tensor:
+    """K(u) = 1{|u| < ½}, in u's dtype."""
+    return (u.abs() < 0.5).to(u.dtype)
+
+
+class JumpReLUFunction(torch.autograd.Function):
+    """f = pre ⊙ H(pre − θ). pre: [..., d_sae], θ: [d_sae]; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx: Any, pre: torch.Tensor, theta: torch.Tensor, bandwidth: float) -> torch.Tensor:
+        ctx.save_for_backward(pre, theta)
+        ctx.bandwidth = bandwidth
+        return pre * (pre > theta).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        pre, theta = ctx.saved_tensors
+        eps = ctx.bandwidth
+        grad_pre = grad * (pre > theta).to(grad.dtype)
+        grad_theta = -(theta / eps) * rectangle((pre - theta) / eps) * grad
+        return grad_pre, grad_theta.sum_to_size(theta.shape), None
+
+
+class HeavisideFunction(torch.autograd.Function):
+    """H(pre − θ) with ∂H/∂pre = 0 and the rectangle-kernel estimate of ∂H/∂θ."""
+
+    @staticmethod
+    def forward(ctx: Any, pre: torch.Tensor, theta: torch.Tensor, bandwidth: float) -> torch.Tensor:
+        ctx.save_for_backward(pre, theta)
+        ctx.bandwidth = bandwidth
+        return (pre > theta).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor, None]:
+        pre, theta = ctx.saved_tensors
+        eps = ctx.bandwidth
+        grad_theta = -(1.0 / eps) * rectangle((pre - theta) / eps) * grad
+        return None, grad_theta.sum_to_size(theta.shape), None
+
+
+def jumprelu(pre: torch.Tensor, theta: torch.Tensor, bandwidth: float) -> torch.Tensor:
+    out: torch.Tensor = JumpReLUFunction.apply(pre, theta, bandwidth)
+    return out
+
+
+def heaviside(pre: torch.Tensor, theta: torch.Tensor, bandwidth: float) -> torch.Tensor:
+    out: torch.Tensor = HeavisideFunction.apply(pre, theta, bandwidth)
+    return out
+
+
+class JumpReLUSAE(SAE):
+    architecture = "jumprelu"
+    unit_norm_decoder = True
+
+    def __init__(self, cfg: SAEConfig) -> None:
+        super().__init__(cfg)
+        init = torch.full((cfg.d_sae,), math.log(cfg.jumprelu_init_threshold))
+        self.log_threshold = nn.Parameter(init.to(self.b_enc.dtype))
+
+    @classmethod
+    def validate(cls, cfg: SAEConfig) -> None:
+        check(cfg.jumprelu_bandwidth > 0, "jumprelu_bandwidth", cfg.jumprelu_bandwidth, "> 0")
+        check(
+            cfg.jumprelu_init_threshold > 0,
+            "jumprelu_init_threshold",
+            cfg.jumprelu_init_threshold,
+            "> 0",
+        )
+
+    @property
+    def threshold(self) -> torch.Tensor:
+        """θ: [d_sae]."""
+        return self.log_threshold.exp()
+
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:
+        return jumprelu(pre, self.threshold, self.cfg.jumprelu_bandwidth)
+
+    def loss(self, x: torch.Tensor, out: SAEOutput, ctx: LossContext) -> dict[str, torch.Tensor]:
+        """Adds ``l0`` = Σ_i H(pre_i − θ_i) averaged over the batch; ``loss`` = mse + λ·l0."""
+        terms = super().loss(x, out, ctx)
+        l0 = heaviside(out.pre, self.threshold, self.cfg.jumprelu_bandwidth).sum(-1).mean()
+        terms["l0"] = l0
+        terms["loss"] = terms["mse"] + ctx.sparsity_coefficient * l0
+        return terms
+
+    def export_state(self) -> dict[str, torch.Tensor]:
+        """SAELens names: θ as ``threshold``. Computed in float64 and cast, so save → load gives
+        back log θ exactly in float32 for θ < 1/e (above, to one ulp: θ's grid is coarser)."""
+        state = super().export_state()
+        log_threshold = state.pop("log_threshold")
+        state["threshold"] = log_threshold.double().exp().to(log_threshold.dtype)
+        return state
+
+    def import_state(self, state: dict[str, torch.Tensor]) -> None:
+        """From SAELens's ``threshold``. θ ≤ 0 acts as θ = 0 there (its f is ReLU(pre)·H(pre−θ)),
+        so it is clamped to 0 (log θ = −inf) to keep the same function."""
+        state = dict(state)
+        threshold = state.pop("threshold")
+        state["log_threshold"] = threshold.double().clamp_min(0).log().to(threshold.dtype)
+        super().import_state(state)

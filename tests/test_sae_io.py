@@ -1,0 +1,251 @@
+"""Saving and loading SAEs in SAELens's layout: exact round trips, and SAELens reading our folders
+and we reading its folders, with the same encode/decode outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from monosemantic.config import ConfigError
+from monosemantic.sae.base import SAE, SAEConfig
+from monosemantic.sae.io import (
+    CFG_FILE,
+    SPARSITY_FILE,
+    WEIGHTS_FILE,
+    SAEFormatError,
+    load_sae,
+    load_sparsity,
+    save_sae,
+)
+from monosemantic.sae.registry import ARCHITECTURES, create
+
+D_IN, D_SAE, K = 12, 40, 4
+ALL = sorted(ARCHITECTURES)
+
+
+def random_sae(architecture: str, seed: int = 0) -> SAE:
+    """An SAE of ``architecture`` with every parameter random, in eval mode."""
+    torch.manual_seed(seed)
+    cfg = SAEConfig(
+        architecture,
+        D_IN,
+        D_SAE,
+        k=K if "topk" in architecture else None,
+        sparsity_coefficient=0.25,
+        hook="model.layers.1.mlp:output",
+        model="tiny-model",
+        metadata={"run": 7, "note": "x"},
+    )
+    sae = create(cfg)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+        if architecture == "jumprelu":
+            # θ < 1/e: log θ round-trips through float32 θ exactly (see JumpReLUSAE.export_state)
+            sae.log_threshold.copy_(torch.empty(D_SAE).uniform_(-6.0, -1.05))
+        if architecture == "batchtopk":
+            sae.threshold.fill_(0.3)
+    return sae.eval()
+
+
+def inputs(seed: int = 1, n: int = 64) -> torch.Tensor:
+    return torch.randn(n, D_IN, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def sae_lens():
+    return pytest.importorskip("sae_lens")
+
+
+@pytest.mark.parametrize("architecture", ALL)
+def test_round_trip_is_exact(tmp_path: Path, architecture: str) -> None:
+    sae = random_sae(architecture)
+    sparsity = torch.linspace(-5, 0, D_SAE)
+    assert save_sae(sae, tmp_path / "sae", sparsity=sparsity) == tmp_path / "sae"
+    loaded = load_sae(tmp_path / "sae")
+    assert type(loaded) is type(sae)
+    assert not loaded.training
+    assert loaded.cfg == sae.cfg
+    original, restored = sae.state_dict(), loaded.state_dict()
+    assert original.keys() == restored.keys()
+    for name, tensor in original.items():
+        assert torch.equal(restored[name], tensor), name
+    assert torch.equal(load_sparsity(tmp_path / "sae"), sparsity)
+    assert sorted(p.name for p in (tmp_path / "sae").iterdir()) == sorted(
+        [CFG_FILE, WEIGHTS_FILE, SPARSITY_FILE]
+    ), "temporary files must not be left behind"
+
+
+def test_resave_without_sparsity_removes_stale_file(tmp_path: Path) -> None:
+    sae = random_sae("topk")
+    save_sae(sae, tmp_path, sparsity=torch.zeros(D_SAE))
+    save_sae(sae, tmp_path)
+    assert load_sparsity(tmp_path) is None
+
+
+def test_sparsity_shape_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"shape \(40,\), got \(39,\)"):
+        save_sae(random_sae("topk"), tmp_path, sparsity=torch.zeros(D_SAE - 1))
+
+
+def test_cfg_json_is_saelens_layout(tmp_path: Path) -> None:
+    save_sae(random_sae("batchtopk"), tmp_path)
+    cfg = json.loads((tmp_path / CFG_FILE).read_text())
+    assert cfg["architecture"] == "jumprelu"
+    assert (cfg["d_in"], cfg["d_sae"], cfg["apply_b_dec_to_input"]) == (D_IN, D_SAE, True)
+    assert cfg["metadata"]["hook_name"] == "model.layers.1.mlp:output"
+    assert cfg["metadata"]["monosemantic"]["architecture"] == "batchtopk"
+    weights = load_file(tmp_path / WEIGHTS_FILE)
+    assert torch.equal(weights["threshold"], torch.full((D_SAE,), 0.3))
+
+
+@pytest.mark.parametrize("architecture", ALL)
+def test_saelens_loads_our_folder(tmp_path: Path, sae_lens, architecture: str) -> None:
+    sae = random_sae(architecture)
+    save_sae(sae, tmp_path)
+    theirs = sae_lens.SAE.load_from_disk(tmp_path)
+    x = inputs()
+    with torch.no_grad():
+        f = sae.encode(x)
+        torch.testing.assert_close(theirs.encode(x), f, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(theirs.decode(f), sae.decode(f), atol=1e-6, rtol=1e-6)
+    assert (f != 0).any() and (f == 0).any(), "the test inputs must exercise sparsity"
+
+
+def _randomise(module: torch.nn.Module, seed: int) -> None:
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+
+
+@pytest.mark.parametrize("apply_b_dec", [True, False])
+@pytest.mark.parametrize("architecture", ["standard", "topk", "jumprelu", "gated"])
+def test_we_load_saelens_folder(tmp_path: Path, sae_lens, architecture: str, apply_b_dec) -> None:
+    classes = {
+        "standard": (sae_lens.StandardSAE, sae_lens.StandardSAEConfig, {}),
+        # SAELens trains TopK scoring pre·‖W_dec,i‖; loading folds the norms into the weights
+        "topk": (
+            sae_lens.TopKSAE,
+            sae_lens.TopKSAEConfig,
+            {"k": K, "rescale_acts_by_decoder_norm": True},
+        ),
+        "jumprelu": (sae_lens.JumpReLUSAE, sae_lens.JumpReLUSAEConfig, {}),
+        "gated": (sae_lens.GatedSAE, sae_lens.GatedSAEConfig, {}),
+    }
+    cls, cfg_cls, extra = classes[architecture]
+    metadata = sae_lens.saes.sae.SAEMetadata(hook_name="blocks.1.hook_resid_pre", model_name="m")
+    cfg = cfg_cls(
+        d_in=D_IN, d_sae=D_SAE, apply_b_dec_to_input=apply_b_dec, metadata=metadata, **extra
+    )
+    theirs = cls(cfg)
+    _randomise(theirs, seed=3)
+    if architecture == "jumprelu":
+        with torch.no_grad():  # a few θ ≤ 0, which SAELens treats as 0
+            theirs.threshold.copy_(torch.rand(D_SAE) * 0.6 - 0.1)
+    theirs.save_model(tmp_path)
+    ours = load_sae(tmp_path)
+    assert ours.cfg.architecture == architecture
+    assert (ours.cfg.hook, ours.cfg.model, ours.cfg.k) == (
+        "blocks.1.hook_resid_pre",
+        "m",
+        extra.get("k"),
+    )
+    x = inputs(seed=4)
+    with torch.no_grad():
+        f = theirs.encode(x)
+        torch.testing.assert_close(ours.encode(x), f, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(ours.decode(f), theirs.decode(f), atol=1e-6, rtol=1e-6)
+    assert (f != 0).any() and (f == 0).any()
+
+
+def test_we_load_saelens_batchtopk_checkpoint(tmp_path: Path, sae_lens) -> None:
+    cfg = sae_lens.BatchTopKTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE, k=K)
+    theirs = sae_lens.BatchTopKTrainingSAE(cfg)
+    _randomise(theirs, seed=5)
+    theirs.topk_threshold = torch.tensor(0.125, dtype=torch.double)
+    theirs.save_model(tmp_path)
+    ours = load_sae(tmp_path)
+    assert ours.cfg.architecture == "batchtopk" and ours.cfg.k == K
+    assert ours.threshold.item() == 0.125
+    x = inputs(seed=6)
+    ours.train()  # batch top-k, what SAELens's training SAE computes
+    with torch.no_grad():
+        f = theirs.encode(x)
+        assert int((f != 0).sum()) == K * x.shape[0]
+        torch.testing.assert_close(ours.encode(x), f, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(ours.decode(f), theirs.decode(f), atol=1e-6, rtol=1e-6)
+
+
+def test_missing_folder_and_files(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no SAE folder"):
+        load_sae(tmp_path / "nope")
+    save_sae(random_sae("standard"), tmp_path)
+    (tmp_path / WEIGHTS_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match=r"sae_weights\.safetensors is missing"):
+        load_sae(tmp_path)
+    (tmp_path / CFG_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match=r"cfg\.json is missing"):
+        load_sae(tmp_path)
+
+
+def test_corrupt_files(tmp_path: Path) -> None:
+    save_sae(random_sae("standard"), tmp_path)
+    (tmp_path / WEIGHTS_FILE).write_bytes(b"not a safetensors file at all")
+    with pytest.raises(SAEFormatError, match="not a readable safetensors file"):
+        load_sae(tmp_path)
+    (tmp_path / CFG_FILE).write_text("{ broken")
+    with pytest.raises(SAEFormatError, match=r"cfg\.json is not valid JSON"):
+        load_sae(tmp_path)
+
+
+def test_weights_that_do_not_match_cfg(tmp_path: Path) -> None:
+    save_sae(random_sae("topk"), tmp_path)
+    weights = load_file(tmp_path / WEIGHTS_FILE)
+    weights["W_enc"] = torch.zeros(D_IN, D_SAE + 1)
+    weights["extra"] = torch.zeros(1)
+    del weights["b_enc"]
+    save_file(weights, tmp_path / WEIGHTS_FILE)
+    with pytest.raises(SAEFormatError) as err:
+        load_sae(tmp_path)
+    message = str(err.value)
+    assert "d_in=12, d_sae=40" in message
+    assert "W_enc has shape (12, 41), expected (12, 40)" in message
+    assert "missing b_enc" in message and "unexpected extra" in message
+
+
+def test_unknown_architecture(tmp_path: Path) -> None:
+    save_sae(random_sae("standard"), tmp_path)
+    cfg = json.loads((tmp_path / CFG_FILE).read_text())
+    del cfg["metadata"]["monosemantic"]
+    cfg["architecture"] = "matching_pursuit"
+    (tmp_path / CFG_FILE).write_text(json.dumps(cfg))
+    with pytest.raises(SAEFormatError, match="architecture 'matching_pursuit' cannot be loaded"):
+        load_sae(tmp_path)
+    cfg["metadata"]["monosemantic"] = {**random_sae("standard").cfg.to_dict(), "architecture": "x"}
+    (tmp_path / CFG_FILE).write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="architecture='x' is invalid"):
+        load_sae(tmp_path)
+
+
+def test_unsupported_saelens_normalisation(tmp_path: Path) -> None:
+    save_sae(random_sae("standard"), tmp_path)
+    cfg = json.loads((tmp_path / CFG_FILE).read_text())
+    del cfg["metadata"]["monosemantic"]
+    cfg["normalize_activations"] = "layer_norm"
+    (tmp_path / CFG_FILE).write_text(json.dumps(cfg))
+    with pytest.raises(SAEFormatError, match="normalize_activations='layer_norm' is not supported"):
+        load_sae(tmp_path)
+
+
+def test_batchtopk_rejects_per_latent_thresholds(tmp_path: Path) -> None:
+    save_sae(random_sae("batchtopk"), tmp_path)
+    weights = load_file(tmp_path / WEIGHTS_FILE)
+    weights["threshold"] = torch.linspace(0.1, 0.2, D_SAE)
+    save_file(weights, tmp_path / WEIGHTS_FILE)
+    with pytest.raises(ValueError, match="load them as architecture 'jumprelu'"):
+        load_sae(tmp_path)
