@@ -5,7 +5,9 @@
 with embed 784→d (no bias), a bilinear layer d→d (no bias) and head d→classes (no bias), so every
 logit is exactly a quadratic form of the pixels. Training follows the paper's code: AdamW, batch
 2048, cosine learning-rate schedule, weight decay, Gaussian noise on training inputs only (without
-it the top eigenvectors latch onto single outlying pixels).
+it the top eigenvectors latch onto single outlying pixels). The default learning rate is 3e-3
+rather than the paper code's 1e-3: with 20 epochs of 25 steps, 1e-3 underfits (train accuracy
+98.2% without noise or weight decay, 97.1% test with them).
 
 Saved as a folder: ``model.safetensors`` + ``config.json`` (the config and final metrics). Hook
 points: ``embed:output``, ``bilinear:output``, ``head:output``.
@@ -46,7 +48,7 @@ class ClassifierConfig:
     """Width d of the embedding and of the bilinear layer."""
     epochs: int = 20
     batch_size: int = 2048
-    lr: float = 1e-3
+    lr: float = 3e-3
     """Peak AdamW learning rate; a cosine schedule takes it to 0 over training."""
     weight_decay: float = 1.0
     """AdamW weight decay; larger values give lower-rank interaction matrices."""
@@ -217,7 +219,9 @@ def get_classifier(
     """The classifier of ``cfg`` from the zoo or the shipped weights, else trained and saved."""
     for folder in (zoo_folder(cfg, root), SHIPPED / cfg.name):
         if (folder / "model.safetensors").exists():
-            return load_classifier(folder)
+            model, record = load_classifier(folder)
+            if record["config"] == asdict(cfg):  # the name omits some fields (lr, batch size)
+                return model, record
     if data is None:
         from monosemantic.data.images import load_images
 
