@@ -16,10 +16,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import torch
 
-from monosemantic.data.sources import DataConfig
+from monosemantic.data.sources import DataConfig, Text
 from monosemantic.interpret.report import ReportSection, write_report
-from monosemantic.training.pipeline import SweepConfig, cache, run
+from monosemantic.interpret.top_activations import render_contexts, top_activations
+from monosemantic.sae.base import SAE
+from monosemantic.sae.io import load_sae
+from monosemantic.training.pipeline import SweepConfig, cache, prepare, run
 from monosemantic.training.trainer import TrainConfig
 
 
@@ -66,40 +70,56 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = out / "cache"
     data, sweep, training = demo_configs(cache_dir, quick)
-    cache(data, cache_dir)
+    text = prepare(data)
+    assert text is not None
+    cache(data, cache_dir, text=text)
     cached_s = time.perf_counter() - start
-    summaries = run(
-        DataConfig(data=str(cache_dir), spliced_windows=data.spliced_windows),
-        sweep,
-        training,
-        out / "run",
-    )
+    from_cache = DataConfig(data=str(cache_dir), spliced_windows=data.spliced_windows)
+    (summary,) = run(from_cache, sweep, training, out / "run", text=text)
+    sae = load_sae(summary["folder"])
     total_s = time.perf_counter() - start
-    sae = summaries[0]
     sections = [
         ReportSection(
             title="What ran",
             text=(
-                f"A {sae['config']['architecture']} SAE with {sae['config']['d_sae']} latents "
-                f"(k = {sae['config']['k']}) on {data.hook} of {data.model}, trained on "
+                f"A {sae.cfg.architecture} SAE with {sae.d_sae} latents (k = {sae.cfg.k}) on "
+                f"{data.hook} of {data.model}, trained on "
                 f"{training.steps * training.batch_size:,} activations of Shakespeare's plays "
                 f"cached to disk, evaluated on held-out windows. Wall time {total_s:.0f} s "
                 f"({cached_s:.0f} s loading and caching). SAE saved in the SAELens layout at "
-                f"{sae['folder']}."
+                f"{summary['folder']}."
             ),
         ),
-        ReportSection(title="Evaluation (held-out text)", table=_metrics_table(sae["eval"])),
+        ReportSection(title="Evaluation (held-out text)", table=_metrics_table(summary["eval"])),
         ReportSection(
             title="Feature density",
-            images=[Path(sae["folder"]) / "density.png"],
+            images=[Path(summary["folder"]) / "density.png"],
             text="log10 of the fraction of held-out tokens on which each latent fires.",
         ),
         ReportSection(
             title="Training",
             images=[plot_training(out / "run" / "train" / "metrics.jsonl", out / "training.png")],
         ),
+        feature_examples(sae, text, data.hook, n_features=4 if quick else 8),
     ]
     return write_report(out / "report.html", title="monosemantic demo", sections=sections)
+
+
+def feature_examples(sae: SAE, text: Text, hook: str, *, n_features: int) -> ReportSection:
+    """A few latents, picked at random among those that fire, with their top held-out contexts."""
+    top = top_activations(text.model, sae, text.eval_tokens, hook, exclude=text.eval_exclude)
+    alive = (top.where[:, 0] >= 0).nonzero().squeeze(-1)
+    picks = alive[torch.randperm(len(alive), generator=torch.Generator().manual_seed(0))]
+    blocks = [
+        f"<h3>latent {int(f)}</h3>" + render_contexts(top, int(f), text.eval_tokens, text.tokenizer)
+        for f in picks[:n_features]
+    ]
+    return ReportSection(
+        title="What some latents respond to",
+        text="Latents picked at random among those that fire on held-out text; each row is one "
+        "of the latent's strongest firings, the token it fires on highlighted.",
+        html="".join(blocks),
+    )
 
 
 def _metrics_table(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -81,10 +81,17 @@ def sae_name(cfg: SAEConfig) -> str:
 
 
 def run(
-    data: DataConfig, sweep: SweepConfig, training: TrainConfig, out: Path, *, resume: bool = False
+    data: DataConfig,
+    sweep: SweepConfig,
+    training: TrainConfig,
+    out: Path,
+    *,
+    resume: bool = False,
+    text: Text | None = None,
 ) -> list[dict[str, Any]]:
     """Train and evaluate every SAE of the sweep; returns one summary per SAE (also in
-    ``out/summary.json``). Resolved configs go to ``out/config.json``."""
+    ``out/summary.json``). Resolved configs go to ``out/config.json``. ``text``: the loaded
+    model and windows, when the caller has them already (else ``prepare(data)``)."""
     out.mkdir(parents=True, exist_ok=True)
     data = from_cache_manifest(data)
     write_json(
@@ -92,7 +99,7 @@ def run(
         {"data": asdict(data), "sweep": asdict(sweep), "train": asdict(training)},
     )
     start = time.perf_counter()
-    text = prepare(data)
+    text = text if text is not None else prepare(data)
     timings = {"prepare_s": time.perf_counter() - start}
     source, eval_batches = open_sources(data, text, eval_batch_size=training.batch_size)
     d_in = hook_width(text.model, data.hook) if text is not None else source.d
@@ -226,10 +233,15 @@ def check_width(sae: SAE, width: int, hook: str) -> None:
 
 
 def cache(
-    data: DataConfig, out: Path, *, shard_windows: int = 64, store_dtype: str = "float32"
+    data: DataConfig,
+    out: Path,
+    *,
+    shard_windows: int = 64,
+    store_dtype: str = "float32",
+    text: Text | None = None,
 ) -> Manifest:
     """Write the training windows' activations at ``data.hook`` to ``out``; resumable."""
-    text = prepare(data)
+    text = text if text is not None else prepare(data)
     if text is None:
         raise ValueError(
             f"cache needs text data to run the model on; {data.data!r} is a {data.kind} already"
