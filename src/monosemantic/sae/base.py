@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import abc
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from monosemantic.config import ConfigError, check
+from monosemantic.config import check, dataclass_from_dict
 
 DTYPES = {
     "float32": torch.float32,
@@ -84,11 +84,7 @@ class SAEConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SAEConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown SAE config fields {unknown}; valid: {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)
 
 
 @dataclass
