@@ -268,3 +268,22 @@ def test_wrong_d_in_is_reported(architecture: str) -> None:
     sae = make(architecture, hook="model.layers.2:output")
     with pytest.raises(ValueError, match=r"d_in=10 \(hook model.layers.2:output\), got shape"):
         sae.encode(torch.zeros(4, D_IN + 1, dtype=torch.float64))
+
+
+def test_topk_sparse_decoding_matches_the_dense_product():
+    """TopK decodes from its k active rows only; outputs and every gradient equal the dense path."""
+    torch.manual_seed(0)
+    sae = create(SAEConfig("topk", d_in=12, d_sae=40, k=5))
+    x = torch.randn(16, 12)
+    dead = torch.zeros(40, dtype=torch.bool)
+    dead[::3] = True
+    grads = []
+    for forward in (sae.forward_full, lambda x: SAE.forward_full(sae, x)):
+        sae.zero_grad()
+        out = forward(x)
+        sae.loss(x, out, LossContext(dead=dead))["loss"].backward()
+        grads.append(
+            (out.x_hat.detach(), out.f.detach(), *(p.grad.clone() for p in sae.parameters()))
+        )
+    for sparse, dense in zip(*grads, strict=True):
+        torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-6)

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from monosemantic.data.cache import Manifest, write_cache
 from monosemantic.data.store import ShuffleBuffer
@@ -130,11 +131,15 @@ def harvest_to_cache(
     ``shard_windows`` windows each. Rerunning resumes at the first missing shard. Returns the
     manifest."""
     dtype = DTYPES[store_dtype]
+    shards = -(-len(tokens) // shard_windows)
+    bar = tqdm(total=shards, desc=f"cache {hook}", unit="shard")
 
     def make_shard(index: int) -> torch.Tensor | None:
         start = index * shard_windows
         if start >= len(tokens):
             return None
+        bar.n = index + 1  # resumed runs start past the shards already on disk
+        bar.refresh()
         window = slice(start, start + shard_windows)
         chunks = harvest(
             model,
@@ -153,4 +158,5 @@ def harvest_to_cache(
         "windows": len(tokens),
         "context_size": tokens.shape[1],
     }
-    return write_cache(folder, make_shard, info)
+    with bar:
+        return write_cache(folder, make_shard, info)

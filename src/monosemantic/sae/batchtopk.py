@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from monosemantic.config import check
-from monosemantic.sae.base import LossContext, SAEConfig, SAEOutput
+from monosemantic.sae.base import SAE, LossContext, SAEConfig, SAEOutput
 from monosemantic.sae.topk import TopKSAE
 
 THRESHOLD_DECAY = 0.99
@@ -64,6 +64,10 @@ class BatchTopKSAE(TopKSAE):
         if self.training or bool(self.threshold < 0):
             return batch_topk_codes(pre, self.cfg.k)
         return pre * (pre > self.threshold)
+
+    def forward_full(self, x: torch.Tensor) -> SAEOutput:
+        """The base class's dense path: the number of active latents varies from row to row."""
+        return SAE.forward_full(self, x)
 
     @torch.no_grad()
     def update_threshold(self, f: torch.Tensor) -> None:

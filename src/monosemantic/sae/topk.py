@@ -5,12 +5,15 @@ arXiv 2406.04093).
     loss  = ‖x − x̂‖² + α · AuxK,   α = aux_coefficient (1/32)
     AuxK  = ‖e − ê‖² / ‖e‖²,   e = x − x̂ (detached),  ê = TopK_{k_aux}(pre restricted to dead) W_dec
 
-The unit-norm decoder is kept by the trainer (gradient projection + renormalisation).
+The unit-norm decoder is kept by the trainer (gradient projection + renormalisation). Decoding
+gathers only the k active decoder rows (``sparse_decode``), so the decoder costs batch·k·d_in
+instead of batch·d_sae·d_in in both directions; the gradients are those of the dense product.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from monosemantic.config import check
 from monosemantic.sae.base import SAE, LossContext, SAEConfig, SAEOutput, default_aux_k
@@ -22,6 +25,11 @@ def topk_codes(pre: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(pre).scatter(-1, indices, values.relu())
 
 
+def sparse_decode(values: torch.Tensor, indices: torch.Tensor, w_dec: torch.Tensor) -> torch.Tensor:
+    """Σ_j values[:, j] · w_dec[indices[:, j]]: values, indices [batch, k] -> [batch, d_in]."""
+    return F.embedding_bag(indices, w_dec, per_sample_weights=values, mode="sum")
+
+
 def auxk_loss(sae: SAE, x: torch.Tensor, out: SAEOutput, dead: torch.Tensor | None) -> torch.Tensor:
     """Reconstruct the residual x − x̂ with the top k_aux dead latents, normalised by ‖e‖².
 
@@ -31,9 +39,8 @@ def auxk_loss(sae: SAE, x: torch.Tensor, out: SAEOutput, dead: torch.Tensor | No
         return x.new_zeros(())
     k_aux = min(default_aux_k(sae.cfg), int(dead.sum()))
     residual = (x - out.x_hat).detach()
-    dead_pre = out.pre.masked_fill(~dead, float("-inf"))
-    codes = topk_codes(dead_pre, k_aux).nan_to_num(0.0)
-    recon = codes @ sae.W_dec
+    values, indices = out.pre.masked_fill(~dead, float("-inf")).topk(k_aux, dim=-1, sorted=False)
+    recon = sparse_decode(values.relu(), indices, sae.W_dec)
     return (recon - residual).pow(2).sum(-1).mean() / residual.pow(2).sum(-1).mean().clamp_min(
         1e-12
     )
@@ -50,6 +57,17 @@ class TopKSAE(SAE):
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         assert self.cfg.k is not None
         return topk_codes(pre, self.cfg.k)
+
+    def forward_full(self, x: torch.Tensor) -> SAEOutput:
+        """As the base class, with the reconstruction decoded from the k active latents only."""
+        assert self.cfg.k is not None
+        self.check_input(x)
+        pre = self.pre_acts(x)
+        values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)
+        values = values.relu()
+        f = torch.zeros_like(pre).scatter(-1, indices, values)
+        x_hat = sparse_decode(values, indices, self.W_dec) + self.b_dec
+        return SAEOutput(x_hat=x_hat, f=f, pre=pre)
 
     def loss(self, x: torch.Tensor, out: SAEOutput, ctx: LossContext) -> dict[str, torch.Tensor]:
         terms = super().loss(x, out, ctx)
