@@ -11,6 +11,7 @@ from monosemantic.bilinear.analysis import (
     classifier_eigen,
     effective_rank,
     evaluate_masks,
+    random_mask,
     truncation_curve,
 )
 from monosemantic.models.zoo.mnist import BilinearClassifier, ClassifierConfig, build_classifier
@@ -42,6 +43,8 @@ def test_truncation_curve_matches_brute_force_and_full_model() -> None:
     curve = truncation_curve(folded, pixels, y, ks)
     full = float((model(pixels).argmax(-1) == y).double().mean())
     assert curve[-1] == pytest.approx(full)
+    # k beyond the rank (8) keeps every eigenpair: the full model again
+    assert truncation_curve(folded, pixels, y, [30]) == pytest.approx([full])
     for k, acc in zip(ks, curve, strict=True):
         logits = torch.zeros(200, 4, dtype=torch.float64)
         for c in range(4):
@@ -108,3 +111,10 @@ def test_evaluate_masks_against_hand_computation() -> None:
     assert res.to_target_adversarial == pytest.approx(float((pred[y != 1] == 1).double().mean()))
     zero = evaluate_masks(_Identity(), mask, torch.tensor([1]), x, y, strength=0.0)
     assert zero.adversarial == zero.random == zero.clean
+
+
+def test_random_mask_has_same_support_and_norm() -> None:
+    mask = torch.tensor([0.0, 2.0, 0.0, -1.0, 0.5], dtype=torch.float64)
+    noise = random_mask(mask, torch.Generator().manual_seed(0))
+    assert (noise[mask == 0] == 0).all() and (noise[mask != 0] != 0).all()
+    assert noise.norm().item() == pytest.approx(mask.norm().item())

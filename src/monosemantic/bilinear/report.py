@@ -6,9 +6,6 @@ gives the demo report its MNIST eigenvector grid and truncation curve.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,10 +20,14 @@ from monosemantic.bilinear.analysis import (
     classifier_eigen,
     effective_rank,
     evaluate_masks,
+    random_mask,
     truncation_curve,
 )
+from monosemantic.bilinear.tensor import Eigendecomposition
 from monosemantic.config import check
 from monosemantic.data.images import ImageSplits, load_images
+from monosemantic.files import write_json
+from monosemantic.interpret.report import ReportSection
 from monosemantic.models.zoo.mnist import (
     BilinearClassifier,
     ClassifierConfig,
@@ -57,6 +58,8 @@ class DecomposeConfig:
     """Eigenvectors with the largest λ shown per class."""
     negative: int = 1
     """Eigenvectors with the most negative λ shown per class."""
+    adversarial: bool = True
+    """Also build and evaluate adversarial masks (the slowest part)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -74,72 +77,31 @@ class DecomposeConfig:
         check(0 < self.blank_threshold <= 1, "blank_threshold", self.blank_threshold, "in (0, 1]")
 
 
-def _write_json(path: Path, data: Any) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".json", delete=False) as f:
-        json.dump(data, f, indent=1)
-    os.replace(f.name, path)
-
-
 @torch.no_grad()
 def decompose_classifier(
     model: BilinearClassifier, data: ImageSplits, out: Path, cfg: DecomposeConfig | None = None
 ) -> dict[str, Any]:
-    """Spectra, effective ranks, truncation, eigenvector images and adversarial masks of
-    ``model`` on ``data``'s test split; writes ``decomposition.json`` and PNGs into ``out``."""
+    """Spectra, effective ranks, truncation, eigenvector images and (if ``cfg.adversarial``)
+    adversarial masks of ``model`` on ``data``'s test split; writes ``decomposition.json`` and
+    PNGs into ``out`` and returns what the JSON holds."""
     cfg = cfg or DecomposeConfig()
     out.mkdir(parents=True, exist_ok=True)
     model = model.float().eval()
-    embed = model.embed.weight.detach()  # [d, pixels]
     start = time.perf_counter()
     eigen = classifier_eigen(model)
     seconds = time.perf_counter() - start
-    folded = eigen.fold(embed)
-    x, y = data.test_x, data.test_y
+    folded = eigen.fold(model.embed.weight.detach())
     classes = list(data.classes)
-
     ks = list(range(cfg.k_max + 1))
-    curve = truncation_curve(folded, x, y, ks)
-    full = accuracy(model, x, y)
+    curve = truncation_curve(folded, data.test_x, data.test_y, ks)
+    full = accuracy(model, data.test_x, data.test_y)
     ranks = effective_rank(eigen.values)
 
-    pixels = blank_pixels(data.train_x, cfg.blank_threshold)
-    masks = adversarial_masks(eigen, embed, pixels, data.val_x, data.val_y, top=cfg.top)
-    chosen = masks[:, : cfg.masks_per_class].reshape(-1, masks.shape[-1])
-    targets = torch.arange(len(classes)).repeat_interleave(cfg.masks_per_class)
-    headline = evaluate_masks(model, chosen, targets, x, y, cfg.strength, cfg.seed)
-    n = cfg.sweep_images
-    sweep = [evaluate_masks(model, chosen, targets, x[:n], y[:n], s, cfg.seed) for s in cfg.sweep]
-
-    shape = data.shape
     plots.plot_eigenvectors(
-        folded, classes, shape, out / "eigenvectors.png", cfg.positive, cfg.negative
+        folded, classes, data.shape, out / "eigenvectors.png", cfg.positive, cfg.negative
     )
     plots.plot_spectra(eigen.values, classes, out / "spectra.png")
     plots.plot_truncation(ks, {"test": curve}, {"test": full}, out / "truncation.png")
-    plots.plot_adversarial_sweep(
-        cfg.sweep, [r.adversarial for r in sweep], [r.random for r in sweep], out / "sweep.png"
-    )
-    example = int((y != 0).nonzero()[0])  # an image of another class than the first mask's
-    noise = torch.randn(chosen.shape[-1], generator=torch.Generator().manual_seed(cfg.seed))
-    noise = noise * (chosen[0] != 0)
-    noise = noise * chosen[0].norm() / noise.norm()
-    attacked, randomised = x[example] + cfg.strength * chosen[0], x[example] + cfg.strength * noise
-    preds = model(torch.stack([attacked, randomised])).argmax(-1).tolist()
-    plots.plot_adversarial(
-        folded.vectors[0, 0],
-        chosen[0],
-        attacked,
-        randomised,
-        shape,
-        [
-            f"eigenvector ({classes[0]})",
-            "mask",
-            f"{classes[int(y[example])]} + mask → {classes[preds[0]]}",
-            f"random mask → {classes[preds[1]]}",
-        ],
-        out / "adversarial.png",
-    )
-
     result = {
         "model": asdict(model.cfg),
         "decompose_config": asdict(cfg),
@@ -150,25 +112,70 @@ def decompose_classifier(
         "effective_rank": dict(zip(classes, ranks.tolist(), strict=True)),
         "effective_rank_mean": float(ranks.mean()),
         "truncation": {"k": ks, "test_accuracy": curve},
+    }
+    if cfg.adversarial:
+        result.update(_adversarial(model, eigen, folded, data, out, cfg))
+    write_json(out / "decomposition.json", result)
+    return result
+
+
+def _adversarial(
+    model: BilinearClassifier,
+    eigen: Eigendecomposition,
+    folded: Eigendecomposition,
+    data: ImageSplits,
+    out: Path,
+    cfg: DecomposeConfig,
+) -> dict[str, Any]:
+    """Eigenvector masks vs random masks: headline, strength sweep, an example figure."""
+    x, y, classes = data.test_x, data.test_y, data.classes
+    pixels = blank_pixels(data.train_x, cfg.blank_threshold)
+    embed = model.embed.weight.detach()
+    masks = adversarial_masks(eigen, embed, pixels, data.val_x, data.val_y, top=cfg.top)
+    chosen = masks[:, : cfg.masks_per_class].reshape(-1, masks.shape[-1])
+    targets = torch.arange(len(classes)).repeat_interleave(cfg.masks_per_class)
+    headline = evaluate_masks(model, chosen, targets, x, y, cfg.strength, cfg.seed)
+    n = cfg.sweep_images
+    sweep = [evaluate_masks(model, chosen, targets, x[:n], y[:n], s, cfg.seed) for s in cfg.sweep]
+    plots.plot_adversarial_sweep(
+        cfg.sweep, [r.adversarial for r in sweep], [r.random for r in sweep], out / "sweep.png"
+    )
+
+    example = int((y != 0).nonzero()[0])  # an image of another class than the first mask's
+    noise = random_mask(chosen[0], torch.Generator().manual_seed(cfg.seed))
+    attacked, randomised = x[example] + cfg.strength * chosen[0], x[example] + cfg.strength * noise
+    preds = model(torch.stack([attacked, randomised])).argmax(-1).tolist()
+    titles = [
+        f"eigenvector ({classes[0]})",
+        "mask",
+        f"{classes[int(y[example])]} + mask → {classes[preds[0]]}",
+        f"random mask → {classes[preds[1]]}",
+    ]
+    plots.plot_adversarial(
+        folded.vectors[0, 0],
+        chosen[0],
+        attacked,
+        randomised,
+        data.shape,
+        titles,
+        out / "adversarial.png",
+    )
+    return {
         "adversarial": asdict(headline),
         "adversarial_sweep": [asdict(r) for r in sweep],
         "blank_pixels": int(pixels.sum()),
     }
-    _write_json(out / "decomposition.json", result)
-    return result
 
 
-def mnist_report_sections(out_dir: Path) -> list[Any]:
+def mnist_report_sections(out_dir: Path) -> list[ReportSection]:
     """Report sections for the demo: the MNIST eigenvector grid and the truncation curve.
 
     Uses the shipped d=512 classifier (trained and cached on first use if it is missing).
     """
-    from monosemantic.interpret.report import ReportSection
-
     cfg = ClassifierConfig()
     data = load_images(cfg.dataset)
     model, _ = get_classifier(cfg, data)
-    res = decompose_classifier(model, data, out_dir, DecomposeConfig())
+    res = decompose_classifier(model, data, out_dir, DecomposeConfig(adversarial=False))
     acc = res["truncation"]["test_accuracy"]
     table = [
         {"eigenvectors per class (k)": k, "test accuracy": acc[k]} for k in (1, 2, 5, 10, 20, 30)
@@ -191,7 +198,9 @@ def mnist_report_sections(out_dir: Path) -> list[Any]:
                 "decomposition (s)": res["decompose_seconds"],
             },
             images=[out_dir / "eigenvectors.png"],
-            text=intro + "\n\nRows: classes; red pixels raise the logit when lit, blue lower it.",
+            text=intro + "\n\nColumns: classes. Each image is an eigenvector v in pixel space; "
+            "the class logit adds λ (v · x)², so the top rows (λ > 0) are evidence for the class "
+            "and the last row (λ < 0) evidence against it.",
         ),
         ReportSection(
             title="Bilinear MNIST: truncation",

@@ -16,13 +16,14 @@ import importlib
 import importlib.resources
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+
+from monosemantic.files import atomic_write
 
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
 MNIST_CLASSES = tuple(str(i) for i in range(10))
@@ -83,11 +84,12 @@ class _ArraysOnly(pickle.Unpickler):
         return getattr(importlib.import_module(module), name)
 
 
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as f:
-        np.savez(f, **arrays)  # type: ignore[arg-type]
-    os.replace(f.name, path)
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:  # a handle, so numpy does not append ".npz" to the name
+            np.savez(f, **arrays)  # type: ignore[arg-type]
+
+    atomic_write(path, write)
 
 
 def _mnist_arrays() -> dict[str, np.ndarray]:
@@ -131,7 +133,7 @@ def load_mnist(cache: Path | None = None) -> ImageSplits:
             arrays = {k: f[k] for k in f.files}
     else:
         arrays = _mnist_arrays()
-        _atomic_savez(path, **arrays)
+        _save_npz(path, arrays)
     return _splits("mnist", arrays, MNIST_CLASSES, scale=256)
 
 

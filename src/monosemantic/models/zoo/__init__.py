@@ -1,1 +1,2 @@
-"""Models the project trains itself, from a seed: bilinear image classifiers (``mnist``)."""
+"""Models the project trains itself from a seed: bilinear image classifiers (``mnist``) and
+small Shakespeare transformers (``transformer``)."""

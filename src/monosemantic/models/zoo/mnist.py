@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from tqdm import tqdm
 from monosemantic.bilinear.layers import Bilinear
 from monosemantic.config import ConfigError, check
 from monosemantic.data.images import IMAGE_DATASETS, ImageSplits, cache_dir
+from monosemantic.files import atomic_write, write_json
 
 SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "zoo"
 """Small trained classifiers that ship with the package (fp16), reproducible with ``train``."""
@@ -105,7 +105,10 @@ class BilinearClassifier(nn.Module):
 
 @torch.no_grad()
 def accuracy(
-    fn: nn.Module | Any, x: torch.Tensor, y: torch.Tensor, batch_size: int = 10_000
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 10_000,
 ) -> float:
     """Fraction of rows of x: [n, d] whose argmax of ``fn(x)`` equals y: [n]."""
     correct = sum(
@@ -172,13 +175,6 @@ def train_classifier(
     return model, metrics
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=path.suffix, delete=False) as f:
-        tmp = Path(f.name)
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_classifier(
     model: BilinearClassifier,
     folder: Path,
@@ -188,9 +184,9 @@ def save_classifier(
     """Write ``model.safetensors`` (weights in ``dtype``) and ``config.json`` into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(folder / "model.safetensors", lambda p: save_file(state, str(p)))
+    atomic_write(folder / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
     record = {"config": asdict(model.cfg), "metrics": metrics or {}, "dtype": str(dtype)}
-    _atomic_write(folder / "config.json", lambda p: p.write_text(json.dumps(record, indent=2)))
+    write_json(folder / "config.json", record)
     return folder
 
 
