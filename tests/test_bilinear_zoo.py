@@ -65,7 +65,7 @@ def test_config_errors_name_the_field() -> None:
         ClassifierConfig(dataset="cifar")
     with pytest.raises(ConfigError, match=r"noise=-0\.1 is invalid"):
         ClassifierConfig(noise=-0.1)
-    with pytest.raises(ConfigError, match=r"unknown classifier config fields \['depth'\]"):
+    with pytest.raises(ConfigError, match=r"unknown ClassifierConfig fields \['depth'\]"):
         ClassifierConfig.from_dict({"depth": 2})
 
 

@@ -19,7 +19,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from monosemantic.bilinear.layers import Bilinear
-from monosemantic.config import ConfigError, check
+from monosemantic.config import check, dataclass_from_dict
 from monosemantic.data.images import IMAGE_DATASETS, ImageSplits, cache_dir
 from monosemantic.files import atomic_write, write_json
 
@@ -82,11 +82,7 @@ class ClassifierConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClassifierConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown classifier config fields {unknown}; valid: {sorted(known)}")
-        return cls(**data)
+        return dataclass_from_dict(cls, data)
 
 
 class BilinearClassifier(nn.Module):
