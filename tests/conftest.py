@@ -6,13 +6,12 @@ import pytest
 import torch
 
 
-@pytest.fixture(scope="session")
-def tiny_llama():
-    """A randomly initialised 2-layer Llama (hidden 32, vocab 100) in eval mode."""
+def make_tiny_llama(**overrides):
+    """A randomly initialised (seed 0) 2-layer Llama, hidden 32, vocab 100, in eval mode."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(
+    settings = dict(
         vocab_size=100,
         hidden_size=32,
         intermediate_size=64,
@@ -23,7 +22,12 @@ def tiny_llama():
         bos_token_id=1,
         eos_token_id=2,
     )
-    return LlamaForCausalLM(config).eval()
+    return LlamaForCausalLM(LlamaConfig(**{**settings, **overrides})).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    return make_tiny_llama()
 
 
 WORDS = (

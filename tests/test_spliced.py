@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_tiny_llama
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from monosemantic.evaluation.spliced import spliced_metrics
 from monosemantic.hooks import capture, patch
@@ -57,18 +58,8 @@ class Half(nn.Module):
 
 @pytest.fixture(scope="module")
 def model() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=100,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        initializer_range=0.3,  # spread-out logits, so CE and KL differences are sizeable
-    )
-    return LlamaForCausalLM(cfg)
+    # spread-out logits, so CE and KL differences are sizeable
+    return make_tiny_llama(initializer_range=0.3)
 
 
 @pytest.fixture(scope="module")

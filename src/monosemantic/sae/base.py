@@ -58,14 +58,9 @@ class SAEConfig:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from monosemantic.sae.registry import ARCHITECTURES
+        from monosemantic.sae.registry import ARCHITECTURES, check_architecture
 
-        check(
-            self.architecture in ARCHITECTURES,
-            "architecture",
-            self.architecture,
-            f"one of {sorted(ARCHITECTURES)}",
-        )
+        check_architecture(self.architecture)
         check(self.d_in > 0, "d_in", self.d_in, "a positive integer")
         check(self.d_sae > 0, "d_sae", self.d_sae, "a positive integer")
         check(self.dtype in DTYPES, "dtype", self.dtype, f"one of {sorted(DTYPES)}")

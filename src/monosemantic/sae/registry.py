@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from monosemantic.config import check
 from monosemantic.sae.base import SAE, SAEConfig
 from monosemantic.sae.batchtopk import BatchTopKSAE
 from monosemantic.sae.gated import GatedSAE
@@ -12,6 +13,11 @@ from monosemantic.sae.topk import TopKSAE
 ARCHITECTURES: dict[str, type[SAE]] = {
     cls.architecture: cls for cls in (ReluSAE, TopKSAE, BatchTopKSAE, JumpReLUSAE, GatedSAE)
 }
+
+
+def check_architecture(name: str) -> None:
+    """ConfigError unless ``name`` is a registered architecture."""
+    check(name in ARCHITECTURES, "architecture", name, f"one of {sorted(ARCHITECTURES)}")
 
 
 def create(cfg: SAEConfig) -> SAE:

@@ -24,7 +24,7 @@ from monosemantic.files import write_json
 from monosemantic.models.hf import load_model
 from monosemantic.sae.base import SAE, SAEConfig
 from monosemantic.sae.io import load_sae, save_sae
-from monosemantic.sae.registry import ARCHITECTURES, create
+from monosemantic.sae.registry import check_architecture, create
 from monosemantic.training.trainer import TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -44,12 +44,7 @@ class SweepConfig:
     """λ of the L1 (standard, gated) or L0 (jumprelu) penalty."""
 
     def __post_init__(self) -> None:
-        check(
-            self.architecture in ARCHITECTURES,
-            "architecture",
-            self.architecture,
-            f"one of {sorted(ARCHITECTURES)}",
-        )
+        check_architecture(self.architecture)
         check(all(e > 0 for e in self.expansion), "expansion", self.expansion, "positive integers")
 
     def configs(self, d_in: int, hook: str, model: str) -> list[SAEConfig]:
