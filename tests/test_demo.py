@@ -20,4 +20,4 @@ def test_quick_demo_writes_a_report(tmp_path):
     assert metrics["ce_clean"] < metrics["ce_sae"] < metrics["ce_zero_ablation"]
     assert "loss_recovered" in html and "data:image/png;base64," in html
     sae = load_sae(summary["folder"])
-    assert (sae.d_in, sae.d_sae, sae.cfg.hook) == (576, 4608, "model.layers.3.mlp:output")
+    assert (sae.d_in, sae.d_sae, sae.cfg.hook) == (576, 2304, "model.layers.3.mlp:output")

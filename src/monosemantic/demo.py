@@ -30,21 +30,22 @@ from monosemantic.training.pipeline import SweepConfig, cache, prepare, run
 from monosemantic.training.trainer import TrainConfig
 
 
-def demo_configs(cache_dir: Path, quick: bool) -> tuple[DataConfig, SweepConfig, TrainConfig]:
-    """The demo's settings; ``quick`` shrinks them for tests."""
+def demo_configs(quick: bool) -> tuple[DataConfig, SweepConfig, TrainConfig]:
+    """The demo's settings, sized to finish in minutes on 2 CPU cores; ``quick`` shrinks them
+    further for tests."""
     data = DataConfig(
         model="smollm2-135m",
         hook="model.layers.3.mlp:output",
         data="shakespeare",
-        max_tokens=8_192 if quick else 300_000,
+        max_tokens=8_192 if quick else 160_000,
         spliced_windows=4 if quick else 32,
     )
-    sweep = SweepConfig(architecture="topk", expansion=[8], k=[32])
+    sweep = SweepConfig(architecture="topk", expansion=[4], k=[32])
     training = TrainConfig(
-        steps=20 if quick else 1200,
+        steps=20 if quick else 600,
         batch_size=256 if quick else 1024,
         lr=1e-3,
-        lr_warmup_steps=10 if quick else 100,
+        lr_warmup_steps=10 if quick else 50,
         dead_after_tokens=100_000,
         seed=0,
         log_every=5 if quick else 25,
@@ -72,7 +73,7 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = out / "cache"
-    data, sweep, training = demo_configs(cache_dir, quick)
+    data, sweep, training = demo_configs(quick)
     text = prepare(data)
     assert text is not None
     cache(data, cache_dir, text=text)
