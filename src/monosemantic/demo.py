@@ -61,7 +61,7 @@ def plot_training(metrics_jsonl: Path, png: Path) -> Path:
     left.plot(steps, [r["saes"]["0"]["mse"] for r in rows])
     left.set(xlabel="step", ylabel="MSE (normalised inputs)", yscale="log", title="reconstruction")
     right.plot(steps, [r["saes"]["0"]["l0"] for r in rows])
-    right.set(xlabel="step", ylabel="L0", title="active latents per token")
+    right.set(xlabel="step", ylabel="L0", title="active latents per token", ylim=(0, None))
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
