@@ -5,7 +5,8 @@ monosemantic cache   write a model's activations to disk in shards, resumable
 monosemantic eval    evaluate a saved SAE (reconstruction, and spliced into the model)
 monosemantic info    list a model's hook points, or describe an SAE or cache folder
 monosemantic demo    the end-to-end demo: SmolLM2-135M + Shakespeare → report.html
-monosemantic bilinear ...   bilinear MLPs: train the zoo, decompose weights
+monosemantic bilinear ...   bilinear MLPs: train MNIST classifiers, decompose their weights
+monosemantic zoo ...        small Shakespeare transformers; bilinear MLPs read via SAE features
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from monosemantic.bilinear.cli import register as register_bilinear
     from monosemantic.data.sources import DataConfig
+    from monosemantic.models.zoo.cli import register as register_zoo
     from monosemantic.training.pipeline import SweepConfig
     from monosemantic.training.trainer import TrainConfig
 
@@ -166,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     register_bilinear(commands)
+    register_zoo(commands)
     return parser
 
 
