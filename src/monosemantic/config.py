@@ -23,7 +23,6 @@ def check(ok: bool, name: str, value: Any, valid: str) -> None:
         raise ConfigError(f"{name}={value!r} is invalid: expected {valid}")
 
 
-
 def dataclass_from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """Build the dataclass ``cls`` from ``data`` (e.g. a saved JSON config), refusing unknown
     fields with a message that lists the valid ones."""
@@ -32,6 +31,7 @@ def dataclass_from_dict(cls: type[T], data: dict[str, Any]) -> T:
     if unknown:
         raise ConfigError(f"unknown {cls.__name__} fields {unknown}; valid: {sorted(known)}")
     return cls(**data)
+
 
 def field_help(cls: type) -> dict[str, str]:
     """The docstring written under each field of a dataclass, for ``--help`` texts."""
