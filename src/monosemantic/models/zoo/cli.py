@@ -2,9 +2,6 @@
 
 monosemantic zoo train-lm --mlp bilinear --n-layers 1
 monosemantic zoo lm-features ~/.cache/monosemantic/zoo/shakespeare-bilinear-l1-... --out runs/lmf
-
-Until the command is wired into ``monosemantic``, ``python -m monosemantic.models.zoo.cli ...``
-runs the same subcommands.
 """
 
 from __future__ import annotations
@@ -96,15 +93,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     feats.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     add_arguments(feats, FeatureConfig)
     feats.set_defaults(func=cmd_lm_features)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m monosemantic.models.zoo.cli SUBCOMMAND ...`` (the ``zoo`` command alone)."""
-    parser = argparse.ArgumentParser(prog="monosemantic")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["zoo", *(argv if argv is not None else __import__("sys").argv[1:])])
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
