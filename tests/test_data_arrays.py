@@ -17,25 +17,25 @@ def matrix():
     return np.random.default_rng(0).normal(size=(7, 3))
 
 
-def _same(loaded, reference):
+def assert_same(loaded, reference):
     assert loaded.dtype == torch.float32
     assert torch.equal(loaded, torch.from_numpy(np.asarray(reference, dtype=np.float32)))
 
 
 def test_npy(tmp_path, matrix):
     np.save(tmp_path / "m.npy", matrix)
-    _same(load_matrix(tmp_path / "m.npy"), matrix)
+    assert_same(load_matrix(tmp_path / "m.npy"), matrix)
     np.save(tmp_path / "ints.npy", np.arange(6).reshape(2, 3))
-    _same(load_matrix(str(tmp_path / "ints.npy")), np.arange(6).reshape(2, 3))
+    assert_same(load_matrix(str(tmp_path / "ints.npy")), np.arange(6).reshape(2, 3))
 
 
 def test_safetensors_single_and_keyed(tmp_path, matrix):
     t = torch.from_numpy(matrix)
     save_file({"x": t}, tmp_path / "one.safetensors")
-    _same(load_matrix(tmp_path / "one.safetensors"), matrix)
+    assert_same(load_matrix(tmp_path / "one.safetensors"), matrix)
     save_file({"b": t[:2].contiguous(), "a": t.to(torch.bfloat16)}, tmp_path / "two.safetensors")
-    _same(load_matrix(tmp_path / "two.safetensors", key="b"), matrix[:2])
-    _same(load_matrix(tmp_path / "two.safetensors", key="a"), t.to(torch.bfloat16).float())
+    assert_same(load_matrix(tmp_path / "two.safetensors", key="b"), matrix[:2])
+    assert_same(load_matrix(tmp_path / "two.safetensors", key="a"), t.to(torch.bfloat16).float())
     with pytest.raises(ValueError, match=r"holds 2 tensors \['a', 'b'\]; pick one with key="):
         load_matrix(tmp_path / "two.safetensors")
     with pytest.raises(ValueError, match=r"no tensor 'c'; its tensors: \['a', 'b'\]"):
@@ -44,12 +44,14 @@ def test_safetensors_single_and_keyed(tmp_path, matrix):
 
 def test_csv_with_and_without_header(tmp_path, matrix):
     np.savetxt(tmp_path / "plain.csv", matrix, delimiter=",")
-    _same(load_matrix(tmp_path / "plain.csv"), np.loadtxt(tmp_path / "plain.csv", delimiter=","))
+    assert_same(
+        load_matrix(tmp_path / "plain.csv"), np.loadtxt(tmp_path / "plain.csv", delimiter=",")
+    )
     np.savetxt(tmp_path / "head.csv", matrix, delimiter=",", header="g1,g2,g3", comments="")
     assert load_matrix(tmp_path / "head.csv").shape == (7, 3)
     assert torch.equal(load_matrix(tmp_path / "head.csv"), load_matrix(tmp_path / "plain.csv"))
     (tmp_path / "col.csv").write_text("v\n1\n2\n")
-    _same(load_matrix(tmp_path / "col.csv"), [[1.0], [2.0]])
+    assert_same(load_matrix(tmp_path / "col.csv"), [[1.0], [2.0]])
 
 
 def test_parquet_numeric_columns(tmp_path, matrix):
@@ -57,7 +59,7 @@ def test_parquet_numeric_columns(tmp_path, matrix):
     pq.write_table(table, tmp_path / "m.parquet")
     with pytest.warns(UserWarning, match=r"skipping non-numeric columns \['cell'\]"):
         loaded = load_matrix(tmp_path / "m.parquet")
-    _same(loaded, matrix[:, :2])
+    assert_same(loaded, matrix[:, :2])
     pq.write_table(pa.table({"name": ["a", "b"]}), tmp_path / "text.parquet")
     with pytest.raises(ValueError, match=r"non-numeric data.*no numeric columns"):
         load_matrix(tmp_path / "text.parquet")

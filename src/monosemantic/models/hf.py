@@ -90,10 +90,5 @@ def describe(model: nn.Module, depth: int | None = None) -> list[tuple[str, str]
     return rows
 
 
-def model_name_of(model: nn.Module) -> str:
-    config = getattr(model, "config", None)
-    return str(getattr(config, "_name_or_path", "") or type(model).__name__)
-
-
 def device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device

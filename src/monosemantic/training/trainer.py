@@ -335,11 +335,6 @@ def checkpoint_path(out_dir: Path | None) -> Path:
     return out_dir / CHECKPOINT
 
 
-def checkpoint_step(out_dir: Path) -> int:
-    """The step a checkpoint in ``out_dir`` was written at."""
-    return int(torch.load(checkpoint_path(out_dir), weights_only=True)["step"])
-
-
 def train(
     saes: list[SAE],
     batches: Batches,
