@@ -58,7 +58,7 @@ def add_arguments(
     """One ``--field-name`` option per dataclass field (bool fields get --x / --no-x)."""
     helps = field_help(cls)
     hints = typing.get_type_hints(cls)
-    group = parser.add_argument_group(cls.__name__)
+    group = parser.add_argument_group(cls.__name__, (cls.__doc__ or "").split("\n")[0])
     for f in dataclasses.fields(cls):
         if f.name in skip or not f.init:
             continue

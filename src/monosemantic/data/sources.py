@@ -55,6 +55,7 @@ class DataConfig:
     truncate: bool = True
     """Stop each forward pass at the hook point instead of running the whole model."""
     windows_per_forward: int = 8
+    """Token windows per forward pass of the model."""
     buffer_rows: int = 65536
     """Rows in the shuffle buffer that mixes activations of many contexts."""
     extra: dict[str, Any] = field(default_factory=dict)

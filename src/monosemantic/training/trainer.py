@@ -33,11 +33,15 @@ class TrainConfig:
     """How to train. Per-SAE settings (width, k, λ) live in each SAE's own config."""
 
     steps: int = 2000
+    """Optimisation steps (one batch each)."""
     batch_size: int = 4096
+    """Activations per batch."""
     lr: float | None = None
     """Adam learning rate; None: 2e-4 / sqrt(d_sae / 2^14) per SAE (Gao et al. 2024)."""
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    """Adam β1 β2 (JumpReLU's paper uses β1 = 0)."""
     lr_warmup_steps: int = 0
+    """Ramp the learning rate linearly from 0 over these steps."""
     lr_decay_fraction: float = 0.2
     """Decay the LR linearly to 0 over this final fraction of the steps."""
     sparsity_warmup_steps: int = 0
@@ -51,12 +55,16 @@ class TrainConfig:
     resample_every: int | None = None
     """Resample dead latents every this many steps (Bricken et al. 2023); None: never."""
     grad_clip: float | None = 1.0
+    """Clip each SAE's gradient norm to this; None: no clipping."""
     checkpoint_every: int | None = None
+    """Write train/checkpoint.pt every this many steps (and at the end); --resume uses it."""
     log_every: int = 50
+    """Write a line of train/metrics.jsonl every this many steps."""
     seed: int = 0
     hook: str = ""
     """The hook point the activations come from, named in error messages."""
     progress: bool = True
+    """Show a progress bar."""
 
     def __post_init__(self) -> None:
         self.adam_betas = (float(self.adam_betas[0]), float(self.adam_betas[1]))
