@@ -7,12 +7,12 @@ monosemantic bilinear decompose mnist --out runs/bilinear
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
 from pathlib import Path
 
 from monosemantic.config import add_arguments, from_arguments
 from monosemantic.files import write_json
+from monosemantic.models.zoo import fresh_run_folder, print_saved
 
 DEFAULT_MODEL = "mnist"
 """The decompose argument naming the default zoo classifier (shipped, else trained)."""
@@ -32,15 +32,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = from_arguments(ClassifierConfig, args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    folder = Path(args.out) if args.out else zoo_folder(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    log = folder / "metrics.jsonl"
-    log.unlink(missing_ok=True)
+    folder, log = fresh_run_folder(args.out, zoo_folder(cfg))
     model, metrics = train_classifier(cfg, load_images(cfg.dataset), log=log)
     dtype = torch.float16 if args.half else torch.float32
     save_classifier(model, folder, metrics, dtype=dtype)
-    print(json.dumps(metrics, indent=1))
-    print(f"saved to {folder}")
+    print_saved(metrics, folder)
     return 0
 
 

@@ -7,10 +7,10 @@ monosemantic zoo lm-features ~/.cache/monosemantic/zoo/shakespeare-bilinear-l1-.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from monosemantic.config import add_arguments, from_arguments
+from monosemantic.models.zoo import fresh_run_folder, print_saved
 
 
 def cmd_train_lm(args: argparse.Namespace) -> int:
@@ -27,15 +27,11 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
     cfg = from_arguments(LMConfig, args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    folder = Path(args.out) if args.out else zoo_folder(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    log = folder / "metrics.jsonl"
-    log.unlink(missing_ok=True)
+    folder, log = fresh_run_folder(args.out, zoo_folder(cfg))
     corpus = shakespeare_corpus(cfg)
     model, metrics = train_lm(cfg, corpus, log=log, eval_every=args.eval_every)
     save_lm(model, corpus.tokenizer, folder, metrics)
-    print(json.dumps(metrics, indent=1))
-    print(f"saved to {folder}")
+    print_saved(metrics, folder)
     return 0
 
 
