@@ -18,8 +18,7 @@ from tqdm.auto import tqdm
 from monosemantic.data.cache import Manifest, write_cache
 from monosemantic.data.store import ShuffleBuffer
 from monosemantic.hooks import HookPoint, capture, run_until
-from monosemantic.models.hf import device_of
-from monosemantic.sae.base import DTYPES
+from monosemantic.runtime import device_of, dtype_named
 
 
 def forward_activations(
@@ -130,7 +129,7 @@ def harvest_to_cache(
     """Write the activations at ``hook`` for tokens [n, ctx] to ``folder`` as shards of
     ``shard_windows`` windows each. Rerunning resumes at the first missing shard. Returns the
     manifest."""
-    dtype = DTYPES[store_dtype]
+    dtype = dtype_named(store_dtype)
     shards = -(-len(tokens) // shard_windows)
     bar = tqdm(total=shards, desc=f"cache {hook}", unit="shard")
 

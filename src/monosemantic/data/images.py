@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import importlib
 import importlib.resources
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from monosemantic.files import atomic_write
+from monosemantic.runtime import cache_dir
 
 FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
 MNIST_CLASSES = tuple(str(i) for i in range(10))
@@ -39,12 +39,6 @@ FASHION_CLASSES = (
     "bag",
     "boot",
 )
-
-
-def cache_dir(*parts: str) -> Path:
-    """The user cache folder ``$XDG_CACHE_HOME/monosemantic/...`` (default ``~/.cache``)."""
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root.joinpath("monosemantic", *parts)
 
 
 @dataclass(frozen=True)

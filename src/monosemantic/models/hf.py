@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from monosemantic.sae.base import DTYPES
+from monosemantic.runtime import dtype_named
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +67,12 @@ def load_model(name: str, *, dtype: str = "float32", device: str = "cpu") -> tup
     """(model in eval mode, tokenizer) for a causal LM. Never runs remote code."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r} is invalid: expected one of {sorted(DTYPES)}")
+    torch_dtype = dtype_named(dtype)
     source = resolve(name)
     kwargs: dict[str, Any] = {"gguf_file": source.gguf_file} if source.gguf_file else {}
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(source.location, dtype=DTYPES[dtype], **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch_dtype, **kwargs)
     model.to(device).eval()  # type: ignore[arg-type]
     model.requires_grad_(False)
     log.info("loaded %s in %.1f s", name, time.perf_counter() - start)
@@ -88,7 +86,3 @@ def describe(model: nn.Module, depth: int | None = None) -> list[tuple[str, str]
         if name and (depth is None or name.count(".") < depth):
             rows.append((name, type(module).__name__))
     return rows
-
-
-def device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device

@@ -23,13 +23,7 @@ import torch
 from torch import nn
 
 from monosemantic.config import check, dataclass_from_dict
-
-DTYPES = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-    "float64": torch.float64,
-}
+from monosemantic.runtime import DTYPES
 
 
 @dataclass

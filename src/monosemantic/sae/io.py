@@ -16,9 +16,6 @@ weights, which leaves the SAE's function unchanged.
 from __future__ import annotations
 
 import json
-import os
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from monosemantic.files import atomic_write
 from monosemantic.sae.base import SAE, SAEConfig
 from monosemantic.sae.registry import create
 
@@ -53,7 +51,7 @@ def save_sae(sae: SAE, folder: str | Path, *, sparsity: torch.Tensor | None = No
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {name: t.detach().cpu().contiguous() for name, t in sae.export_state().items()}
-    _atomic_write(folder / WEIGHTS_FILE, lambda path: save_file(state, path))
+    atomic_write(folder / WEIGHTS_FILE, lambda path: save_file(state, path))
     if sparsity is not None:
         if tuple(sparsity.shape) != (sae.d_sae,):
             raise ValueError(
@@ -61,14 +59,14 @@ def save_sae(sae: SAE, folder: str | Path, *, sparsity: torch.Tensor | None = No
                 f"got {tuple(sparsity.shape)}"
             )
         density = {"sparsity": sparsity.detach().float().cpu().contiguous()}
-        _atomic_write(folder / SPARSITY_FILE, lambda path: save_file(density, path))
+        atomic_write(folder / SPARSITY_FILE, lambda path: save_file(density, path))
     else:
         (folder / SPARSITY_FILE).unlink(missing_ok=True)
     try:
         text = json.dumps(saelens_config(sae), indent=2)
     except TypeError as err:
         raise TypeError(f"SAE config metadata must hold JSON values only: {err}") from None
-    _atomic_write(folder / CFG_FILE, lambda path: path.write_text(text))
+    atomic_write(folder / CFG_FILE, lambda path: path.write_text(text))
     return folder
 
 
@@ -238,13 +236,3 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(path)
     except SafetensorError as err:
         raise SAEFormatError(f"{path} is not a readable safetensors file: {err}") from None
-
-
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """``write`` to a temporary file beside ``path``, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -11,7 +11,6 @@ act on raw activations. Checkpoints are atomic and ``resume=True`` continues bit
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from tqdm.auto import tqdm
 
 from monosemantic.config import check
 from monosemantic.data.store import check_finite
+from monosemantic.files import atomic_write
 from monosemantic.sae.base import SAE, LossContext, geometric_median, lr_for_width
 
 Batches = Iterable[torch.Tensor] | Callable[[int], Iterable[torch.Tensor]]
@@ -279,12 +279,8 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         assert self.out_dir is not None
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        path = self.out_dir / CHECKPOINT
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
-        return path
+        state = self.state_dict()
+        return atomic_write(self.out_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self) -> None:
         path = checkpoint_path(self.out_dir)

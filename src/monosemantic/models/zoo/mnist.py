@@ -31,8 +31,9 @@ from tqdm import tqdm
 
 from monosemantic.bilinear.layers import Bilinear
 from monosemantic.config import check, dataclass_from_dict
-from monosemantic.data.images import IMAGE_DATASETS, ImageSplits, cache_dir
+from monosemantic.data.images import IMAGE_DATASETS, ImageSplits
 from monosemantic.files import atomic_write, write_json
+from monosemantic.runtime import cache_dir
 
 SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "zoo"
 """Small trained classifiers that ship with the package (fp16), reproducible with ``train``."""

@@ -388,7 +388,7 @@ def load_lm(folder: str | Path) -> tuple[TinyLM, dict[str, Any]]:
 
 def zoo_folder(cfg: LMConfig, root: Path | None = None) -> Path:
     """Where the zoo keeps the model of ``cfg``: ``root/name`` (default the user cache)."""
-    from monosemantic.data.images import cache_dir
+    from monosemantic.runtime import cache_dir
 
     return (root or cache_dir("zoo")) / cfg.name
 
