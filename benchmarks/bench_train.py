@@ -14,8 +14,7 @@ import time
 
 import torch
 
-from monosemantic.sae.base import SAEConfig
-from monosemantic.sae.registry import create
+from monosemantic.sae.registry import config, create
 from monosemantic.training.trainer import TrainConfig, Trainer
 
 
@@ -38,7 +37,7 @@ def minimal_loop(x: torch.Tensor, d_sae: int, k: int, steps: int) -> float:
 
 
 def trainer_loop(x: torch.Tensor, d_sae: int, k: int, steps: int) -> float:
-    sae = create(SAEConfig("topk", d_in=x.shape[1], d_sae=d_sae, k=k))
+    sae = create(config("topk", d_in=x.shape[1], d_sae=d_sae, k=k))
     trainer = Trainer([sae], TrainConfig(steps=steps, batch_size=len(x), lr=1e-4, progress=False))
     trainer.initialise(x)
     start = time.perf_counter()

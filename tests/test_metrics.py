@@ -15,8 +15,7 @@ from monosemantic.evaluation.metrics import (
     evaluate_reconstruction,
     log10_density,
 )
-from monosemantic.sae.base import SAEConfig
-from monosemantic.sae.registry import create
+from monosemantic.sae.registry import config, create
 
 
 def one_shot(x: torch.Tensor, x_hat: torch.Tensor, f: torch.Tensor) -> dict[str, float]:
@@ -92,7 +91,7 @@ def test_bad_inputs_are_rejected() -> None:
     stats = ReconstructionStats(4)
     with pytest.raises(ValueError, match="no inputs seen"):
         stats.result()
-    with pytest.raises(ValueError, match="f must be"):
+    with pytest.raises(ValueError, match="codes must be"):
         stats.update(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 5))
     with pytest.raises(ValueError, match="x and x_hat"):
         stats.update(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 4))
@@ -105,7 +104,7 @@ def test_bad_inputs_are_rejected() -> None:
 
 def test_evaluate_reconstruction_matches_manual_forward() -> None:
     torch.manual_seed(0)
-    sae = create(SAEConfig("topk", d_in=12, d_sae=48, k=4))
+    sae = create(config("topk", d_in=12, d_sae=48, k=4))
     sae.train()
     batches = [torch.randn(2, 5, 12) for _ in range(4)]  # [batch, ctx, d_in], flattened inside
     got = evaluate_reconstruction(sae, iter(batches), max_batches=3)
@@ -113,7 +112,7 @@ def test_evaluate_reconstruction_matches_manual_forward() -> None:
     x = torch.cat([b.reshape(-1, 12) for b in batches[:3]])
     with torch.no_grad():
         out = sae.forward_full(x)
-    for name, value in one_shot(x, out.x_hat, out.f).items():
+    for name, value in one_shot(x, out.x_hat, out.codes.dense()).items():
         assert got[name] == pytest.approx(value, rel=1e-6), name
     assert got["l0"] == pytest.approx(4.0)
     assert got["n_inputs"] == 30

@@ -41,11 +41,17 @@ def text_args(folder, text):
     ]
 
 
+def eval_args(args):
+    """``eval`` reads the hook point from the SAE's config: no --hook."""
+    at = args.index("--hook")
+    return args[:at] + args[at + 2 :]
+
+
 def test_train_on_text_writes_a_saelens_folder_and_metrics(tiny_lm_folder, tiny_text, tmp_path):
     out = tmp_path / "run"
     assert main(["train", *text_args(tiny_lm_folder, tiny_text), *FAST, "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
-    assert config["train"]["steps"] == 30 and config["sweep"]["k"] == [4]
+    assert config["train"]["steps"] == 30 and config["sweep"]["settings"]["k"] == [4]
     summary = json.loads((out / "summary.json").read_text())
     (sae_summary,) = summary["saes"]
     metrics = sae_summary["eval"]
@@ -75,7 +81,7 @@ def test_cache_then_train_then_eval(tiny_lm_folder, tiny_text, tmp_path, capsys)
     (sae_summary,) = json.loads((out / "summary.json").read_text())["saes"]
     assert "loss_recovered" in sae_summary["eval"]
     capsys.readouterr()
-    assert main(["eval", sae_summary["folder"], *args]) == 0
+    assert main(["eval", sae_summary["folder"], *eval_args(args)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["l0"] == pytest.approx(4)
 
@@ -106,14 +112,14 @@ def test_unknown_hook_is_a_clear_error(tiny_lm_folder, tiny_text, tmp_path, caps
 
 
 def test_sae_with_wrong_width_is_refused(tiny_lm_folder, tiny_text, tmp_path, capsys):
-    from monosemantic.sae.base import SAEConfig
     from monosemantic.sae.io import save_sae
-    from monosemantic.sae.registry import create
+    from monosemantic.sae.registry import config, create
 
     save_sae(
-        create(SAEConfig("topk", d_in=64, d_sae=128, k=4, hook="model.layers.0.mlp:output")),
+        create(config("topk", d_in=64, d_sae=128, k=4, hook="model.layers.0.mlp:output")),
         tmp_path / "sae",
     )
-    assert main(["eval", str(tmp_path / "sae"), *text_args(tiny_lm_folder, tiny_text)]) == 2
+    args = eval_args(text_args(tiny_lm_folder, tiny_text))
+    assert main(["eval", str(tmp_path / "sae"), *args]) == 2
     err = capsys.readouterr().err
     assert "d_in=64" in err and "width 32" in err

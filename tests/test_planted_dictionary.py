@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from monosemantic.sae.base import SAE, SAEConfig
-from monosemantic.sae.registry import create
+from monosemantic.sae.registry import config, create
 from monosemantic.training.trainer import TrainConfig, train
 
 D, N_ATOMS, ACTIVE, BATCH = 32, 128, 4, 256
@@ -49,10 +49,10 @@ def recovery(sae: SAE, atoms: torch.Tensor) -> float:
 def jumprelu_cfg(d_sae: int, coefficient: float) -> SAEConfig:
     # Inputs are scaled to E‖x‖² = 1, where codes are O(0.3): a 1e-3 bandwidth would let
     # almost no pre-activation reach the kernel window in a short run.
-    return SAEConfig(
+    return config(
         "jumprelu",
-        D,
-        d_sae,
+        d_in=D,
+        d_sae=d_sae,
         sparsity_coefficient=coefficient,
         jumprelu_bandwidth=0.05,
         jumprelu_init_threshold=0.1,
@@ -62,7 +62,8 @@ def jumprelu_cfg(d_sae: int, coefficient: float) -> SAEConfig:
 @pytest.mark.slow
 def test_topk_and_jumprelu_recover_the_planted_atoms() -> None:
     atoms = planted_atoms()
-    topk = create(SAEConfig("topk", D, 2 * N_ATOMS, k=ACTIVE))
+    torch.manual_seed(1)  # not the atoms' seed: a decoder drawn from it would hold the atoms
+    topk = create(config("topk", d_in=D, d_sae=2 * N_ATOMS, k=ACTIVE))
     jump = create(jumprelu_cfg(2 * N_ATOMS, coefficient=0.03))
     untrained = recovery(topk, atoms)
     cfg = TrainConfig(steps=1000, batch_size=BATCH, lr=5e-3, seed=0, progress=False)

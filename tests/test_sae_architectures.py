@@ -10,9 +10,10 @@ from monosemantic.sae.base import SAE, LossContext, SAEConfig
 from monosemantic.sae.batchtopk import THRESHOLD_DECAY, BatchTopKSAE
 from monosemantic.sae.gated import GatedSAE
 from monosemantic.sae.jumprelu import JumpReLUSAE, heaviside, jumprelu
-from monosemantic.sae.registry import ARCHITECTURES, create
+from monosemantic.sae.registry import ARCHITECTURES, config, create
 from monosemantic.sae.relu import ReluSAE
 from monosemantic.sae.topk import TopKSAE
+from monosemantic.training.objective import Batch, reconstruction
 
 D_IN, D_SAE, K, BATCH = 10, 48, 3, 32
 
@@ -20,8 +21,9 @@ D_IN, D_SAE, K, BATCH = 10, 48, 3, 32
 def make(architecture: str, dtype: str = "float64", seed: int = 0, **kw) -> SAE:
     """``architecture`` with all parameters random (θ in a range where some latents fire)."""
     torch.manual_seed(seed)
-    k = K if "topk" in architecture else None
-    sae = create(SAEConfig(architecture, D_IN, D_SAE, k=k, dtype=dtype, **kw))
+    if "topk" in architecture:
+        kw = {"k": K, **kw}
+    sae = create(config(architecture, d_in=D_IN, d_sae=D_SAE, dtype=dtype, **kw))
     with torch.no_grad():
         for p in sae.parameters():
             p.copy_(torch.randn_like(p) * 0.5)
@@ -32,6 +34,13 @@ def make(architecture: str, dtype: str = "float64", seed: int = 0, **kw) -> SAE:
 
 def batch(seed: int = 1, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     return torch.randn(BATCH, D_IN, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def loss_terms(sae: SAE, x: torch.Tensor, lam: float = 1.0, dead=None):
+    """The default objective's terms and output; ``lam`` sets the sparsity coefficient."""
+    if hasattr(sae.cfg, "sparsity_coefficient"):
+        sae.cfg.sparsity_coefficient = lam
+    return reconstruction(sae, Batch(x), LossContext(dead=dead))
 
 
 def test_registry_holds_every_architecture() -> None:
@@ -74,19 +83,17 @@ def test_batchtopk_keeps_k_times_batch_overall_in_training() -> None:
 
 def test_batchtopk_threshold_is_running_mean_of_smallest_kept() -> None:
     sae = make("batchtopk").train()
-    ctx = LossContext()
     assert sae.threshold.item() < 0, "unset before training"
     smallest = []
     for seed in (1, 2):
-        x = batch(seed)
-        out = sae.forward_full(x)
-        smallest.append(out.f[out.f > 0].min().item())
-        sae.loss(x, out, ctx)
+        _, out = loss_terms(sae, batch(seed))
+        f = out.codes.dense()
+        smallest.append(f[f > 0].min().item())
+        sae.update_state(out)
     expected = THRESHOLD_DECAY * smallest[0] + (1 - THRESHOLD_DECAY) * smallest[1]
     assert sae.threshold.item() == pytest.approx(expected, rel=1e-12)
-    sae.eval()
-    sae.loss(batch(3), sae.forward_full(batch(3)), ctx)
-    assert sae.threshold.item() == pytest.approx(expected, rel=1e-12), "eval must not update θ"
+    loss_terms(sae, batch(3))
+    assert sae.threshold.item() == pytest.approx(expected, rel=1e-12), "the loss leaves θ alone"
 
 
 def test_batchtopk_eval_uses_the_threshold() -> None:
@@ -162,9 +169,8 @@ def test_jumprelu_sae_l0_gradient_reaches_log_threshold_by_chain_rule() -> None:
     lam, eps = 0.7, 0.5  # a wide window so that many latents get a gradient
     sae = make("jumprelu", jumprelu_bandwidth=eps)
     x = batch()
-    out = sae.forward_full(x)
-    terms = sae.loss(x, out, LossContext(sparsity_coefficient=lam))
-    assert terms["l0"].item() == pytest.approx((out.f != 0).sum(-1).double().mean().item())
+    terms, out = loss_terms(sae, x, lam)
+    assert terms["l0"].item() == pytest.approx(out.codes.active().double().mean().item())
     # only the L0 term: the mse path's gradient to θ is tested above
     (lam * terms["l0"]).backward()
     with torch.no_grad():
@@ -188,12 +194,11 @@ def test_gated_forward_and_losses_match_the_equations() -> None:
         magnitude = centred @ (sae.W_enc * sae.r_mag.exp()) + sae.b_mag
         f = (pi_gate > 0).double() * magnitude.relu()
         x_hat = f @ sae.W_dec + sae.b_dec
-    out = sae.forward_full(x)
-    assert (f > 0).any() and (f == 0).any()
-    torch.testing.assert_close(out.f, f)
-    torch.testing.assert_close(out.x_hat, x_hat)
     lam = 0.3
-    terms = sae.loss(x, out, LossContext(sparsity_coefficient=lam))
+    terms, out = loss_terms(sae, x, lam)
+    assert (f > 0).any() and (f == 0).any()
+    torch.testing.assert_close(out.codes.dense(), f)
+    torch.testing.assert_close(out.x_hat, x_hat)
     with torch.no_grad():
         l1 = pi_gate.relu().sum() / BATCH
         aux = (x - (pi_gate.relu() @ sae.W_dec + sae.b_dec)).pow(2).sum() / BATCH
@@ -209,14 +214,13 @@ def test_gated_forward_and_losses_match_the_equations() -> None:
 def test_relu_l1_is_decoder_norm_weighted() -> None:
     sae = make("standard")
     x = batch()
-    out = sae.forward_full(x)
-    torch.testing.assert_close(out.f, sae.pre_acts(x).relu())
     lam = 0.2
-    terms = sae.loss(x, out, LossContext(sparsity_coefficient=lam))
+    terms, out = loss_terms(sae, x, lam)
+    f = out.codes.dense()
+    torch.testing.assert_close(f, sae.pre_acts(x).relu())
     with torch.no_grad():
         by_hand = (
-            sum(out.f[b, i] * sae.W_dec[i].norm() for b in range(BATCH) for i in range(D_SAE))
-            / BATCH
+            sum(f[b, i] * sae.W_dec[i].norm() for b in range(BATCH) for i in range(D_SAE)) / BATCH
         )
         mse = (x - out.x_hat).pow(2).sum() / BATCH
     torch.testing.assert_close(terms["l1"], by_hand)
@@ -246,9 +250,10 @@ def test_fold_input_scale(architecture: str, training: bool) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"architecture": "topk"}, r"k=None is invalid: expected an integer .* for topk"),
-        ({"architecture": "batchtopk"}, r"k=None is invalid: expected an integer .* batchtopk"),
-        ({"architecture": "topk", "k": 49}, r"k=49 is invalid: expected in 1..d_sae=48"),
+        ({"architecture": "topk", "k": 0}, r"k=0 is invalid: expected in 1..d_sae=48"),
+        ({"architecture": "batchtopk", "k": 49}, r"k=49 is invalid: expected in 1..d_sae=48"),
+        ({"architecture": "topk", "aux_k": 0}, r"aux_k=0 is invalid"),
+        ({"architecture": "topk", "sparsity_coefficient": 1.0}, r"unknown TopKConfig fields"),
         ({"architecture": "jumprelu", "jumprelu_bandwidth": 0.0}, r"jumprelu_bandwidth=0.0 is"),
         (
             {"architecture": "jumprelu", "jumprelu_init_threshold": -1.0},
@@ -259,8 +264,15 @@ def test_fold_input_scale(architecture: str, training: bool) -> None:
     ],
 )
 def test_config_validation(kwargs: dict, message: str) -> None:
+    fields = dict(kwargs)
+    name = fields.pop("architecture")
     with pytest.raises(ConfigError, match=message):
-        SAEConfig(d_in=D_IN, d_sae=D_SAE, **kwargs)
+        config(name, d_in=D_IN, d_sae=D_SAE, **fields)
+
+
+def test_the_shared_config_alone_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"build an architecture's config"):
+        SAEConfig(d_in=D_IN, d_sae=D_SAE)
 
 
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
@@ -273,17 +285,19 @@ def test_wrong_d_in_is_reported(architecture: str) -> None:
 def test_topk_sparse_decoding_matches_the_dense_product():
     """TopK decodes from its k active rows only; outputs and every gradient equal the dense path."""
     torch.manual_seed(0)
-    sae = create(SAEConfig("topk", d_in=12, d_sae=40, k=5))
+    sae = create(config("topk", d_in=12, d_sae=40, k=5))
     x = torch.randn(16, 12)
     dead = torch.zeros(40, dtype=torch.bool)
     dead[::3] = True
     grads = []
-    for forward in (sae.forward_full, lambda x: SAE.forward_full(sae, x)):
+    for sparse in (True, False):
         sae.zero_grad()
-        out = forward(x)
-        sae.loss(x, out, LossContext(dead=dead))["loss"].backward()
-        grads.append(
-            (out.x_hat.detach(), out.f.detach(), *(p.grad.clone() for p in sae.parameters()))
-        )
+        if not sparse:  # the base class's dense path
+            sae.forward_full = lambda x: SAE.forward_full(sae, x)  # type: ignore[method-assign]
+        terms, out = loss_terms(sae, x, dead=dead)
+        terms["loss"].backward()
+        assert (out.codes.indices is not None) == sparse
+        codes = out.codes.dense().detach()
+        grads.append((out.x_hat.detach(), codes, *(p.grad.clone() for p in sae.parameters())))
     for sparse, dense in zip(*grads, strict=True):
         torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-6)

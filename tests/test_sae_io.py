@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from monosemantic.config import ConfigError
-from monosemantic.sae.base import SAE, SAEConfig
+from monosemantic.sae.base import SAE
 from monosemantic.sae.io import (
     CFG_FILE,
     SPARSITY_FILE,
@@ -21,7 +21,7 @@ from monosemantic.sae.io import (
     load_sparsity,
     save_sae,
 )
-from monosemantic.sae.registry import ARCHITECTURES, create
+from monosemantic.sae.registry import ARCHITECTURES, config, create
 
 D_IN, D_SAE, K = 12, 40, 4
 ALL = sorted(ARCHITECTURES)
@@ -30,12 +30,12 @@ ALL = sorted(ARCHITECTURES)
 def random_sae(architecture: str, seed: int = 0) -> SAE:
     """An SAE of ``architecture`` with every parameter random, in eval mode."""
     torch.manual_seed(seed)
-    cfg = SAEConfig(
+    own = {"k": K} if "topk" in architecture else {"sparsity_coefficient": 0.25}
+    cfg = config(
         architecture,
-        D_IN,
-        D_SAE,
-        k=K if "topk" in architecture else None,
-        sparsity_coefficient=0.25,
+        d_in=D_IN,
+        d_sae=D_SAE,
+        **own,
         hook="model.layers.1.mlp:output",
         model="tiny-model",
         metadata={"run": 7, "note": "x"},
@@ -150,7 +150,7 @@ def test_we_load_saelens_folder(tmp_path: Path, sae_lens, architecture: str, app
     theirs.save_model(tmp_path)
     ours = load_sae(tmp_path)
     assert ours.cfg.architecture == architecture
-    assert (ours.cfg.hook, ours.cfg.model, ours.cfg.k) == (
+    assert (ours.cfg.hook, ours.cfg.model, getattr(ours.cfg, "k", None)) == (
         "blocks.1.hook_resid_pre",
         "m",
         extra.get("k"),

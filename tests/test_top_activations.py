@@ -2,15 +2,14 @@ import torch
 
 from monosemantic.hooks import capture
 from monosemantic.interpret.top_activations import render_contexts, top_activations
-from monosemantic.sae.base import SAEConfig
-from monosemantic.sae.registry import create
+from monosemantic.sae.registry import config, create
 
 HOOK = "model.layers.0.mlp:output"
 
 
 def test_top_activations_equal_brute_force(tiny_llama):
     torch.manual_seed(0)
-    sae = create(SAEConfig("standard", d_in=32, d_sae=48)).eval()
+    sae = create(config("standard", d_in=32, d_sae=48)).eval()
     tokens = torch.randint(3, 100, (7, 9), generator=torch.Generator().manual_seed(1))
     exclude = torch.zeros_like(tokens, dtype=torch.bool)
     exclude[:, 0] = True

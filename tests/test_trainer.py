@@ -3,16 +3,15 @@ import torch
 
 from monosemantic.config import ConfigError
 from monosemantic.data.store import MatrixSource, NonFiniteActivationError
-from monosemantic.sae.base import SAEConfig
-from monosemantic.sae.registry import create
+from monosemantic.sae.registry import config, create
 from monosemantic.training.trainer import TrainConfig, Trainer, train
 
 
-def make_saes(seed=0):
+def make_saes(seed=0, hook=""):
     torch.manual_seed(seed)
     return [
-        create(SAEConfig("topk", d_in=16, d_sae=64, k=4)),
-        create(SAEConfig("topk", d_in=16, d_sae=32, k=2)),
+        create(config("topk", d_in=16, d_sae=64, k=4, hook=hook)),
+        create(config("topk", d_in=16, d_sae=32, k=2, hook=hook)),
     ]
 
 
@@ -66,8 +65,8 @@ def test_non_finite_activations_stop_before_weights_change():
     batches = list(x.split(64))
     batches[2] = batches[2].clone()
     batches[2][5, 3] = float("nan")
-    saes = make_saes()
-    trainer = Trainer(saes, fast(hook="model.layers.3.mlp:output"))
+    saes = make_saes(hook="model.layers.3.mlp:output")
+    trainer = Trainer(saes, fast())
     with pytest.raises(NonFiniteActivationError, match=r"step 2.*model\.layers\.3\.mlp:output"):
         trainer.fit(batches)
     before = {k: v.clone() for k, v in saes[0].state_dict().items()}
@@ -83,8 +82,8 @@ def test_lr_and_sparsity_schedules():
     assert cfg.lr_at(9, 1.0) == pytest.approx(1.0)
     assert cfg.lr_at(50, 1.0) == pytest.approx(1.0)
     assert cfg.lr_at(90, 1.0) == pytest.approx(0.5)  # 10 of the 20 decay steps left
-    assert cfg.sparsity_at(24, 2.0) == pytest.approx(1.0)
-    assert cfg.sparsity_at(80, 2.0) == pytest.approx(2.0)
+    assert cfg.sparsity_scale_at(24) == pytest.approx(0.5)
+    assert cfg.sparsity_scale_at(80) == pytest.approx(1.0)
 
 
 def test_config_errors_name_the_field():
@@ -123,13 +122,13 @@ def test_resampling_revives_dead_latents():
     trainer.initialise(x)
     run = trainer.runs[0]
     run.since_fired[:10] = 5  # latents 0..9 dead
-    n = trainer.resample(run, x * trainer.input_scale)
+    n = trainer.resample(run, x * trainer.input_scale[""])
     assert n == 10
     sae = saes[0]
     torch.testing.assert_close(sae.W_dec[:10].norm(dim=1), torch.ones(10))
     assert torch.all(sae.b_enc[:10] == 0)
     # each new decoder row is the direction of some input (minus b_dec)
-    dirs = x * trainer.input_scale - sae.b_dec
+    dirs = x * trainer.input_scale[""] - sae.b_dec
     dirs = dirs / dirs.norm(dim=1, keepdim=True)
     best = (sae.W_dec[:10] @ dirs.T).max(dim=1).values
     torch.testing.assert_close(best, torch.ones(10))
@@ -148,13 +147,13 @@ ARCHS = {
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_every_architecture_trains_and_resamples(arch, tmp_path):
     torch.manual_seed(0)
-    sae = create(SAEConfig(arch, d_in=16, d_sae=64, **ARCHS[arch]))
+    sae = create(config(arch, d_in=16, d_sae=64, **ARCHS[arch]))
     trainer = Trainer([sae], fast(steps=60, resample_every=20, dead_after_tokens=64))
     source = MatrixSource(data())
     trainer.initialise(next(source.batches(64, seed=0)))
     first = trainer.train_step(next(source.batches(64, seed=0)))["0"]["mse"]
     trainer.runs[0].since_fired[:8] = 10_000  # force some dead latents
-    assert trainer.resample(trainer.runs[0], data(n=64) * trainer.input_scale) >= 8
+    assert trainer.resample(trainer.runs[0], data(n=64) * trainer.input_scale[""]) >= 8
     for bias in sae.latent_biases():
         assert torch.all(bias[:8] == 0)
     last = trainer.fit(source.batches(64, seed=0, start_step=1))[0]["mse"]

@@ -52,32 +52,38 @@ def field_help(cls: type) -> dict[str, str]:
     return helps
 
 
+def add_option(
+    group: Any, name: str, hint: Any, *, default: Any, help: str, many: bool = False
+) -> None:
+    """One ``--name`` option for a field of type ``hint``: bools get --x / --no-x, lists (or
+    ``many``) take one or more values, ``X | None`` takes an X."""
+    flag = "--" + name.replace("_", "-")
+    args = typing.get_args(hint)
+    if hint is bool:
+        group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help)
+    elif typing.get_origin(hint) in (list, tuple):
+        group.add_argument(flag, nargs="+", type=args[0], default=default, help=help)
+    else:
+        kinds = [a for a in args if a is not type(None)] or [hint]
+        nargs = "+" if many else None
+        group.add_argument(flag, type=kinds[0], nargs=nargs, default=default, help=help)
+
+
 def add_arguments(
     parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()
 ) -> None:
-    """One ``--field-name`` option per dataclass field (bool fields get --x / --no-x)."""
+    """One ``--field-name`` option per dataclass field (see ``add_option``)."""
     helps = field_help(cls)
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__, (cls.__doc__ or "").split("\n")[0])
     for f in dataclasses.fields(cls):
         if f.name in skip or not f.init:
             continue
-        hint = hints[f.name]
         default = f.default
         if f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
-        flag = "--" + f.name.replace("_", "-")
         text = f"{helps.get(f.name, '')} (default: {default})".strip()
-        args = typing.get_args(hint)
-        if hint is bool:
-            group.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=default, help=text
-            )
-        elif typing.get_origin(hint) in (list, tuple):
-            group.add_argument(flag, nargs="+", type=args[0], default=default, help=text)
-        else:
-            kinds = [a for a in args if a is not type(None)] or [hint]
-            group.add_argument(flag, type=kinds[0], default=default, help=text)
+        add_option(group, f.name, hints[f.name], default=default, help=text)
 
 
 def from_arguments(cls: type[T], namespace: argparse.Namespace, **overrides: Any) -> T:

@@ -9,24 +9,24 @@ eigenvectors, and writes ``report.html``. Everything it needs ships inside PyPI 
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import torch
+from matplotlib.figure import Figure
 
 from monosemantic.bilinear.report import mnist_report_sections
-from monosemantic.data.sources import DataConfig, Text
+from monosemantic.data.sources import DataConfig, Text, cache_activations, resolve
+from monosemantic.files import atomic_write_bytes
 from monosemantic.interpret.report import ReportSection, write_report
 from monosemantic.interpret.top_activations import render_contexts, top_activations
+from monosemantic.models.subject import load_subject
 from monosemantic.sae.base import SAE
 from monosemantic.sae.io import load_sae
-from monosemantic.training.pipeline import SweepConfig, cache, prepare, run
+from monosemantic.training.sweep import SweepConfig, train_sweep
 from monosemantic.training.trainer import TrainConfig
 
 
@@ -35,12 +35,12 @@ def demo_configs(quick: bool) -> tuple[DataConfig, SweepConfig, TrainConfig]:
     further for tests."""
     data = DataConfig(
         model="smollm2-135m",
-        hook="model.layers.3.mlp:output",
+        hook=["model.layers.3.mlp:output"],
         data="shakespeare",
         max_tokens=8_192 if quick else 160_000,
         spliced_windows=4 if quick else 32,
     )
-    sweep = SweepConfig(architecture="topk", expansion=[4], k=[32])
+    sweep = SweepConfig(architecture="topk", expansion=[4], settings={"k": 32})
     training = TrainConfig(
         steps=20 if quick else 600,
         batch_size=256 if quick else 1024,
@@ -57,14 +57,17 @@ def plot_training(metrics_jsonl: Path, png: Path) -> Path:
     """Loss and L0 of the first SAE against the step, from the trainer's JSON lines."""
     rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines()]
     steps = [r["step"] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    l0 = [r["saes"]["0"]["l0"] for r in rows]
+    fig = Figure(figsize=(9, 3.2), layout="constrained")  # no pyplot: no global state
+    left, right = fig.subplots(1, 2)
     left.plot(steps, [r["saes"]["0"]["mse"] for r in rows])
     left.set(xlabel="step", ylabel="MSE (normalised inputs)", yscale="log", title="reconstruction")
-    right.plot(steps, [r["saes"]["0"]["l0"] for r in rows])
-    right.set(xlabel="step", ylabel="L0", title="active latents per token", ylim=(0, None))
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    right.plot(steps, l0)
+    # TopK's L0 is constant: leave room above it so the line is not drawn on the frame
+    right.set(xlabel="step", ylabel="L0", title="active latents per token", ylim=(0, 1.2 * max(l0)))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    atomic_write_bytes(png, buffer.getvalue())
     return png
 
 
@@ -74,20 +77,20 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = out / "cache"
     data, sweep, training = demo_configs(quick)
-    text = prepare(data)
+    text = load_subject(resolve(data))
     assert text is not None
-    cache(data, cache_dir, text=text)
+    cache_activations(data, text, cache_dir)
     cached_s = time.perf_counter() - start
     from_cache = DataConfig(data=str(cache_dir), spliced_windows=data.spliced_windows)
-    (summary,) = run(from_cache, sweep, training, out / "run", text=text)
+    (summary,) = train_sweep(from_cache, sweep, training, out / "run", text=text)
     sae = load_sae(summary["folder"])
     total_s = time.perf_counter() - start
     sections = [
         ReportSection(
             title="What ran",
             text=(
-                f"A {sae.cfg.architecture} SAE with {sae.d_sae} latents (k = {sae.cfg.k}) on "
-                f"{data.hook} of {data.model}, trained on "
+                f"A {sae.architecture} SAE with {sae.d_sae} latents (k = {sweep.settings['k']}) on "
+                f"{sae.cfg.hook} of {data.model}, trained on "
                 f"{training.steps * training.batch_size:,} activations of Shakespeare's plays "
                 f"cached to disk, evaluated on held-out windows. Wall time {total_s:.0f} s "
                 f"({cached_s:.0f} s loading and caching). SAE saved in the SAELens layout at "
@@ -104,7 +107,7 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
             title="Training",
             images=[plot_training(out / "run" / "train" / "metrics.jsonl", out / "training.png")],
         ),
-        feature_examples(sae, text, data.hook, n_features=4 if quick else 8),
+        feature_examples(sae, text, sae.cfg.hook, n_features=4 if quick else 8),
         *mnist_report_sections(out / "bilinear"),
     ]
     return write_report(out / "report.html", title="monosemantic demo", sections=sections)

@@ -237,12 +237,19 @@ def _memmap(path: Path, rows: int, d: int, dtype: str) -> np.memmap:
 class ActivationCache:
     """A cache folder as an ``ActivationSource``: shards memory-mapped, rows gathered on demand.
 
-    ``allow_incomplete`` lets a cache still being written (or interrupted) serve its shards so far.
+    ``allow_incomplete`` lets a cache still being written (or interrupted) serve its shards so far;
+    ``manifest``: the folder's manifest when the caller has read it already.
     """
 
-    def __init__(self, folder: Path | str, *, allow_incomplete: bool = False) -> None:
+    def __init__(
+        self,
+        folder: Path | str,
+        *,
+        allow_incomplete: bool = False,
+        manifest: Manifest | None = None,
+    ) -> None:
         self.folder = Path(folder)
-        self.manifest = Manifest.read(self.folder)
+        self.manifest = manifest if manifest is not None else Manifest.read(self.folder)
         if not self.manifest.complete and not allow_incomplete:
             raise ValueError(
                 f"the activation cache in {self.folder} is incomplete "

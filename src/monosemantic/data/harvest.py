@@ -6,7 +6,7 @@ fired (``hooks.run_until``), so the layers after the deepest hook are never run.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,40 +35,45 @@ def forward_activations(
     return {str(HookPoint.parse(h)): acts[str(HookPoint.parse(h))].detach() for h in hooks}
 
 
-def hook_width(model: nn.Module, hook: str) -> int:
-    """The size d of the last axis of the activation at ``hook`` (one tiny forward pass)."""
+def hook_widths(model: nn.Module, hooks: Sequence[str]) -> dict[str, int]:
+    """The size d of the last axis of the activation at each hook (one tiny forward pass)."""
     probe = torch.zeros(1, 2, dtype=torch.long)
-    return int(forward_activations(model, probe, [hook])[str(HookPoint.parse(hook))].shape[-1])
+    acts = forward_activations(model, probe, list(hooks))
+    return {hook: int(rows.shape[-1]) for hook, rows in acts.items()}
 
 
 def harvest(
     model: nn.Module,
     tokens: torch.Tensor,
-    hook: str,
+    hooks: Sequence[str],
     *,
     batch_size: int = 8,
     exclude: torch.Tensor | None = None,
     truncate: bool = True,
-) -> Iterator[torch.Tensor]:
-    """Yield float32 activation rows [rows, d] at ``hook``, ``batch_size`` windows per forward.
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Yield float32 activation rows ``{hook: [rows, d_hook]}``, ``batch_size`` windows per
+    forward pass; row i of every hook comes from the same token position.
 
     tokens: [n, ctx]; exclude: [n, ctx] bool, True where a position's activation is dropped
     (BOS and other special tokens by default, since their activations are outliers).
     """
     for start in range(0, len(tokens), batch_size):
         window = tokens[start : start + batch_size]
-        acts = forward_activations(model, window, [hook], truncate=truncate)
-        rows = next(iter(acts.values())).float().cpu()
-        if exclude is not None:
-            yield rows[~exclude[start : start + batch_size]]
-        else:
-            yield rows.reshape(-1, rows.shape[-1])
+        acts = forward_activations(model, window, list(hooks), truncate=truncate)
+        keep = None if exclude is None else ~exclude[start : start + batch_size]
+        yield {
+            hook: rows.float().cpu().reshape(-1, rows.shape[-1])
+            if keep is None
+            else rows.float().cpu()[keep]
+            for hook, rows in acts.items()
+        }
 
 
 @dataclass
 class LiveActivations:
     """An activation source that runs the model while training: windows in a seeded order per
-    epoch, rows mixed across many windows by a shuffle buffer of ``buffer_rows`` rows.
+    epoch, rows mixed across many windows by a shuffle buffer of ``buffer_rows`` rows. Each batch
+    is ``{hook: [batch, d_hook]}`` from one model pass, the rows of all hooks aligned.
 
     ``batches(..., start_step=s)`` replays the stream and skips s batches, so a resumed run sees
     exactly the batches the original would have (at the cost of re-harvesting them).
@@ -76,17 +81,13 @@ class LiveActivations:
 
     model: nn.Module
     tokens: torch.Tensor  # [n, ctx]
-    hook: str
+    hooks: list[str]
     exclude: torch.Tensor | None = None  # [n, ctx]
     windows_per_forward: int = 8
     buffer_rows: int = 65536
     truncate: bool = True
 
-    @property
-    def d(self) -> int:
-        return hook_width(self.model, self.hook)
-
-    def _rows(self, seed: int) -> Iterator[torch.Tensor]:
+    def _rows(self, seed: int) -> Iterator[dict[str, torch.Tensor]]:
         epoch = 0
         while True:
             order = torch.randperm(
@@ -96,22 +97,32 @@ class LiveActivations:
             yield from harvest(
                 self.model,
                 self.tokens[order],
-                self.hook,
+                self.hooks,
                 batch_size=self.windows_per_forward,
                 exclude=exclude,
                 truncate=self.truncate,
             )
             epoch += 1
 
-    def batches(self, batch_size: int, *, seed: int, start_step: int = 0) -> Iterator[torch.Tensor]:
-        stream = iter(
-            ShuffleBuffer(
-                self._rows(seed), capacity=self.buffer_rows, batch_size=batch_size, seed=seed
-            )
+    def batches(
+        self, batch_size: int, *, seed: int, start_step: int = 0
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        widths: list[int] = []
+
+        def side_by_side() -> Iterator[torch.Tensor]:
+            """Every hook's rows in one [rows, Σ d] tensor, so one buffer shuffles them alike."""
+            for acts in self._rows(seed):
+                widths[:] = [rows.shape[1] for rows in acts.values()]
+                yield torch.cat(list(acts.values()), dim=1)
+
+        buffer = ShuffleBuffer(
+            side_by_side(), capacity=self.buffer_rows, batch_size=batch_size, seed=seed
         )
+        stream = iter(buffer)
         for _ in range(start_step):
             next(stream)
-        yield from stream
+        for batch in stream:
+            yield dict(zip(self.hooks, batch.split(widths, dim=1), strict=True))
 
 
 def harvest_to_cache(
@@ -143,11 +154,11 @@ def harvest_to_cache(
         chunks = harvest(
             model,
             tokens[window],
-            hook,
+            [hook],
             exclude=None if exclude is None else exclude[window],
             truncate=truncate,
         )
-        return torch.cat(list(chunks)).to(dtype)
+        return torch.cat([acts[hook] for acts in chunks]).to(dtype)
 
     info = {
         **meta,

@@ -4,29 +4,35 @@
 - a ``.npy``/``.safetensors``/``.csv``/``.parquet`` file: a matrix whose rows are activations
   (single-cell measurements, embeddings, ...), no model needed;
 - anything else: text (``shakespeare``, a local text file or folder, or a Hugging Face dataset),
-  tokenised into windows and run through the model at the hook point.
+  tokenised into windows and run through the model at one or more hook points in one pass.
+
+``resolve`` looks at the data once (a cache's manifest is read once per run) and the rest works
+from what it found.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from monosemantic.config import check
-from monosemantic.data.arrays import load_matrix
-from monosemantic.data.cache import ActivationCache
-from monosemantic.data.harvest import LiveActivations, harvest
-from monosemantic.data.store import ActivationSource, MatrixSource
+from monosemantic.data.arrays import SUPPORTED, load_matrix
+from monosemantic.data.cache import MANIFEST, ActivationCache, Manifest
+from monosemantic.data.harvest import LiveActivations, harvest, harvest_to_cache, hook_widths
+from monosemantic.data.store import ActivationSource, MatrixSource, Step
 from monosemantic.data.text import load_texts
 from monosemantic.data.tokens import excluded_positions, token_windows
+from monosemantic.hooks import HookPoint
 
-MATRIX_SUFFIXES = (".npy", ".safetensors", ".csv", ".parquet")
+Kind = Literal["text", "cache", "matrix"]
+MATRIX_KEY = ""
+"""The hook name of a matrix's rows: no model, no hook point."""
 
 
 @dataclass
@@ -35,8 +41,9 @@ class DataConfig:
 
     model: str = "smollm2-135m"
     """Subject model: an alias (smollm2-135m), a local folder, a .gguf file or a hub name."""
-    hook: str = "model.layers.3.mlp:output"
-    """Hook point MODULE_PATH:input|output (list them with `monosemantic info MODEL`)."""
+    hook: list[str] = field(default_factory=lambda: ["model.layers.3.mlp:output"])
+    """Hook point(s) MODULE_PATH:input|output, read in one model pass (list them with
+    `monosemantic info MODEL`)."""
     data: str = "shakespeare"
     """Text (shakespeare, a .txt/.jsonl/.parquet file or folder, a HF dataset name), an
     activation cache folder, or a matrix file (.npy/.safetensors/.csv/.parquet) of activations."""
@@ -61,6 +68,10 @@ class DataConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if isinstance(self.hook, str):
+            self.hook = [self.hook]
+        check(len(self.hook) > 0, "hook", self.hook, "at least one hook point")
+        self.hook = list(dict.fromkeys(str(HookPoint.parse(h)) for h in self.hook))
         check(self.context_size > 1, "context_size", self.context_size, "an integer > 1")
         check(
             self.max_tokens >= self.context_size,
@@ -70,14 +81,55 @@ class DataConfig:
         )
         check(0 < self.eval_fraction < 1, "eval_fraction", self.eval_fraction, "in (0, 1)")
 
+
+@dataclass(frozen=True)
+class ResolvedData:
+    """What ``DataConfig.data`` turned out to be, found by one look at it."""
+
+    cfg: DataConfig
+    """The config, with a cache's model, hook and text split taken from its manifest."""
+    kind: Kind
+    manifest: Manifest | None = None
+    """A cache's manifest, read once."""
+
     @property
-    def kind(self) -> str:
-        path = Path(self.data)
-        if path.is_dir() and (path / "manifest.json").exists():
-            return "cache"
-        if path.suffix in MATRIX_SUFFIXES:
-            return "matrix"
-        return "text"
+    def text(self) -> str | None:
+        """The text the model runs on for held-out evaluation: the text itself, or the text a
+        cache was made from; None for a matrix or a cache that does not record its text."""
+        if self.kind == "text":
+            return self.cfg.data
+        if self.manifest is not None:
+            return self.manifest.meta.get("text")
+        return None
+
+    @property
+    def hooks(self) -> list[str]:
+        """The keys of the activations a step holds (``MATRIX_KEY`` for a matrix)."""
+        return [MATRIX_KEY] if self.kind == "matrix" else self.cfg.hook
+
+
+CACHE_FIELDS = ("model", "max_tokens", "context_size", "eval_fraction", "include_special")
+"""DataConfig fields a cache records, so evaluation can rerun the model on the same split."""
+
+
+def resolve(cfg: DataConfig) -> ResolvedData:
+    """Find out what ``cfg.data`` is; a cache's manifest is read here, once."""
+    path = Path(cfg.data)
+    if path.is_dir() and (path / MANIFEST).exists():
+        manifest = Manifest.read(path)
+        meta = manifest.meta
+        taken = {name: meta[name] for name in CACHE_FIELDS if name in meta}
+        if "hook" in meta:
+            taken["hook"] = [meta["hook"]]
+        return ResolvedData(replace(cfg, **taken), "cache", manifest)
+    if path.suffix in SUPPORTED:
+        return ResolvedData(cfg, "matrix")
+    return ResolvedData(cfg, "text")
+
+
+def cache_meta(cfg: DataConfig) -> dict[str, Any]:
+    """What a cache's manifest records about the text it was made from (``resolve`` reads it)."""
+    return {"text": cfg.data, **{name: getattr(cfg, name) for name in CACHE_FIELDS}}
 
 
 @dataclass
@@ -92,14 +144,16 @@ class Text:
     eval_exclude: torch.Tensor | None  # [n_eval, ctx]
 
 
-def load_text(cfg: DataConfig, model: nn.Module, tokenizer: Any) -> Text:
-    """Tokenise ``cfg.data`` into windows and split off the evaluation windows (the last ones)."""
+def load_text(cfg: DataConfig, model: nn.Module, tokenizer: Any, text: str | None = None) -> Text:
+    """Tokenise ``text`` (default ``cfg.data``) into windows and split off the evaluation windows
+    (the last ones)."""
+    source = cfg.data if text is None else text
     n_windows = cfg.max_tokens // cfg.context_size
-    tokens = token_windows(load_texts(cfg.data), tokenizer, cfg.context_size, max_windows=n_windows)
+    tokens = token_windows(load_texts(source), tokenizer, cfg.context_size, max_windows=n_windows)
     n_eval = max(1, int(len(tokens) * cfg.eval_fraction))
     if len(tokens) <= n_eval:
         raise ValueError(
-            f"only {len(tokens)} windows of {cfg.context_size} tokens in {cfg.data}: "
+            f"only {len(tokens)} windows of {cfg.context_size} tokens in {source}: "
             "give more text or a smaller context_size"
         )
     exclude = None if cfg.include_special else excluded_positions(tokens, tokenizer)
@@ -114,26 +168,44 @@ def load_text(cfg: DataConfig, model: nn.Module, tokenizer: Any) -> Text:
     )
 
 
+@dataclass
+class Sources:
+    """What a run reads: the training stream, the held-out steps and each hook's width."""
+
+    train: ActivationSource | LiveActivations
+    eval_steps: Iterable[Step]
+    widths: dict[str, int]
+    """Width d of the activations at each hook point (``MATRIX_KEY`` for a matrix)."""
+
+
 def open_sources(
-    cfg: DataConfig, text: Text | None, *, eval_batch_size: int = 4096, eval_batches: int = 8
-) -> tuple[ActivationSource, Iterable[torch.Tensor]]:
-    """(training source, evaluation batches of [rows, d]) for ``cfg``.
+    data: ResolvedData,
+    text: Text | None,
+    *,
+    eval_batch_size: int = 4096,
+    eval_batches: int = 8,
+) -> Sources:
+    """The training source, evaluation steps and widths for ``data``.
 
     Text, or a cache that records its text: the held-out windows run through the model. Matrix:
     the last ``eval_fraction`` of the rows are held out. A cache without text: evaluation reads
     ``eval_batches`` batches of the cache itself (in-sample).
     """
-    if cfg.kind == "cache":
-        cache = ActivationCache(Path(cfg.data))
+    cfg = data.cfg
+    if data.kind == "cache":
+        cache = ActivationCache(Path(cfg.data), manifest=data.manifest)
+        widths = dict.fromkeys(data.hooks, cache.d)
         if text is not None:
-            return cache, held_out(cfg, text)
-        return cache, itertools.islice(cache.batches(eval_batch_size, seed=1), eval_batches)
-    if cfg.kind == "matrix":
+            return Sources(cache, held_out(cfg, text), widths)
+        in_sample = itertools.islice(cache.batches(eval_batch_size, seed=1), eval_batches)
+        return Sources(cache, in_sample, widths)
+    if data.kind == "matrix":
         matrix = load_matrix(cfg.data)
         n_eval = max(1, int(len(matrix) * cfg.eval_fraction))
-        return MatrixSource(matrix[:-n_eval]), matrix[-n_eval:].split(eval_batch_size)
+        held = matrix[-n_eval:].split(eval_batch_size)
+        return Sources(MatrixSource(matrix[:-n_eval]), held, {MATRIX_KEY: matrix.shape[1]})
     if text is None:
-        raise ValueError("text data needs a model: call load_text first")
+        raise ValueError("text data needs a model: load one with models.subject.load_subject")
     live = LiveActivations(
         text.model,
         text.train_tokens,
@@ -143,16 +215,43 @@ def open_sources(
         buffer_rows=cfg.buffer_rows,
         truncate=cfg.truncate,
     )
-    return live, held_out(cfg, text)
+    return Sources(live, held_out(cfg, text), hook_widths(text.model, cfg.hook))
 
 
-def held_out(cfg: DataConfig, text: Text) -> Iterator[torch.Tensor]:
-    """Activation rows [rows, d] of the held-out windows."""
+def held_out(cfg: DataConfig, text: Text) -> Iterator[dict[str, torch.Tensor]]:
+    """Activation rows ``{hook: [rows, d]}`` of the held-out windows."""
     return harvest(
         text.model,
         text.eval_tokens,
         cfg.hook,
         batch_size=cfg.windows_per_forward,
         exclude=text.eval_exclude,
+        truncate=cfg.truncate,
+    )
+
+
+def cache_activations(
+    cfg: DataConfig,
+    text: Text,
+    out: Path,
+    *,
+    shard_windows: int = 64,
+    store_dtype: str = "float32",
+) -> Manifest:
+    """Write the training windows' activations at the (one) hook point to ``out``; resumable."""
+    if len(cfg.hook) != 1:
+        raise ValueError(
+            f"a cache holds one hook point; got {len(cfg.hook)} ({', '.join(cfg.hook)}): "
+            "write one cache per hook point"
+        )
+    return harvest_to_cache(
+        text.model,
+        text.train_tokens,
+        cfg.hook[0],
+        out,
+        meta=cache_meta(cfg),
+        exclude=text.train_exclude,
+        shard_windows=shard_windows,
+        store_dtype=store_dtype,
         truncate=cfg.truncate,
     )

@@ -15,6 +15,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
+Step = torch.Tensor | dict[str, torch.Tensor]
+"""One training step's activations: rows [batch, d], or ``{hook: [batch, d_hook]}`` from one
+model pass at several hook points."""
+
 
 class ActivationSource(Protocol):
     """A set of ``d``-dimensional rows served as shuffled batches.

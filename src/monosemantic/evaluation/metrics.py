@@ -29,7 +29,7 @@ import torch
 
 from monosemantic.config import check
 from monosemantic.files import atomic_write_bytes
-from monosemantic.sae.base import SAE
+from monosemantic.sae.base import SAE, Codes
 
 DENSITY_FLOOR = 1e-10
 """log10 of a dead latent's density is reported as log10(DENSITY_FLOOR) = −10."""
@@ -65,17 +65,20 @@ class ReconstructionStats:
         self._fires = torch.zeros(d_sae, dtype=torch.int64)  # [d_sae] inputs each latent fired on
 
     @torch.no_grad()
-    def update(self, x: torch.Tensor, x_hat: torch.Tensor, f: torch.Tensor) -> None:
-        """Add a batch. x, x_hat: [batch, d_in]; f: [batch, d_sae]."""
+    def update(self, x: torch.Tensor, x_hat: torch.Tensor, codes: Codes | torch.Tensor) -> None:
+        """Add a batch. x, x_hat: [batch, d_in]; codes: ``Codes`` or dense [batch, d_sae]."""
+        if isinstance(codes, torch.Tensor):
+            codes = Codes(codes)
         if x.ndim != 2 or x_hat.shape != x.shape:
             raise ValueError(
                 f"x and x_hat must both be [batch, d_in]; got {tuple(x.shape)} "
                 f"and {tuple(x_hat.shape)}"
             )
-        if f.shape != (x.shape[0], self.d_sae):
+        if codes.values.shape[0] != x.shape[0] or codes.d_sae != self.d_sae:
             raise ValueError(
-                f"f must be [batch, d_sae] = {(x.shape[0], self.d_sae)}, got "
-                f"{tuple(f.shape)}; build ReconstructionStats with the SAE's d_sae"
+                f"codes must be for [batch, d_sae] = {(x.shape[0], self.d_sae)}, got "
+                f"{codes.values.shape[0]} rows of {codes.d_sae} latents; build "
+                "ReconstructionStats with the SAE's d_sae"
             )
         if self.n and x.shape[1] != self._mean.shape[0]:
             raise ValueError(
@@ -83,11 +86,10 @@ class ReconstructionStats:
                 "batches; use one ReconstructionStats per hook point"
             )
         x64, xh64 = x.double(), x_hat.double()
-        fired = f != 0
         x_norm, xh_norm = x64.norm(dim=-1), xh64.norm(dim=-1)  # [batch]
         batch = {
             "sq_err": (x64 - xh64).pow(2).sum(),
-            "nonzero": fired.sum().double(),
+            "nonzero": codes.active().sum().double(),
             "l2_ratio": (xh_norm / x_norm.clamp_min(1e-30)).sum(),
             "cosine": ((x64 * xh64).sum(-1) / (x_norm * xh_norm).clamp_min(1e-30)).sum(),
         }
@@ -105,7 +107,7 @@ class ReconstructionStats:
             delta = mean_b - self._mean
             self._sums["m2"] += m2_b + delta.pow(2).sum() * (self.n * nb / total)
             self._mean = self._mean + delta * (nb / total)
-        self._fires += fired.sum(0)
+        self._fires += codes.fire_counts()
         self.n += nb
 
     def result(self) -> dict[str, Any]:
@@ -149,7 +151,7 @@ def evaluate_reconstruction(
             for batch in itertools.islice(batches, max_batches):
                 x = batch.reshape(-1, batch.shape[-1]).to(param.device)
                 out = sae.forward_full(x.to(param.dtype))
-                stats.update(x, out.x_hat.to(x.dtype), out.f)
+                stats.update(x, out.x_hat.to(x.dtype), out.codes)
     finally:
         sae.train(was_training)
     return stats.result()

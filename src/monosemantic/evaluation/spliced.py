@@ -1,7 +1,9 @@
 """What an SAE's reconstruction costs a language model: splice it in and compare predictions.
 
-For each batch the model runs three times: clean, with the activation at ``hook`` replaced by the
-SAE's reconstruction, and with it replaced by zeros (all through ``monosemantic.hooks.patch``).
+For each batch the model runs clean, with the activation at ``hook`` replaced by the SAE's
+reconstruction, and with it replaced by zeros (all through ``monosemantic.hooks.patch``). A sweep
+shares the clean and zero-ablated passes: ``spliced_metrics_many`` runs them once per batch (the
+zero-ablated one once per hook point) and one spliced pass per SAE.
 
     loss_recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean)       (Bricken et al. 2023)
     kl             = KL(p_clean ‖ p_sae), mean over predicted positions (Braun et al. 2024,
@@ -15,7 +17,7 @@ position whose next token (the target) is excluded is not scored.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -92,20 +94,24 @@ def _check_inputs(tokens: torch.Tensor, exclude: torch.Tensor | None) -> torch.T
 
 
 def _batch_sums(
-    model: nn.Module, point: HookPoint, sae_rows: Rows, ids: torch.Tensor, keep: torch.Tensor
-) -> dict[str, float]:
-    """Summed CE and KL terms (nats) over one batch's scored positions, and their number.
+    model: nn.Module,
+    spliced: list[tuple[HookPoint, Rows]],
+    ids: torch.Tensor,
+    keep: torch.Tensor,
+) -> list[dict[str, float]]:
+    """Per SAE: summed CE and KL terms (nats) over one batch's scored positions, and their
+    number. The clean pass runs once, the zero-ablated pass once per hook point.
 
     ids, keep: [batch, ctx]; position t predicts t + 1 and is scored when t + 1 is kept.
     """
     scored = keep[:, 1:]
     targets = ids[:, 1:][scored][:, None]  # [n_scored, 1]
     clean = _scored_log_probs(model, ids, scored)
-    with patch(model, point, _splice(sae_rows, keep, point)):
-        spliced = _scored_log_probs(model, ids, scored)
-    with patch(model, point, _splice(torch.zeros_like, keep, point)):
-        zeroed = _scored_log_probs(model, ids, scored)
     p_clean = clean.exp()
+
+    def run(point: HookPoint, replace: Rows) -> torch.Tensor:
+        with patch(model, point, _splice(replace, keep, point)):
+            return _scored_log_probs(model, ids, scored)
 
     def nll(log_probs: torch.Tensor) -> float:
         return -log_probs.gather(-1, targets).double().sum().item()
@@ -113,14 +119,21 @@ def _batch_sums(
     def kl(log_probs: torch.Tensor) -> float:
         return (p_clean * (clean - log_probs)).double().sum().item()
 
-    return {
-        "ce_clean": nll(clean),
-        "ce_sae": nll(spliced),
-        "ce_zero_ablation": nll(zeroed),
-        "kl": kl(spliced),
-        "kl_zero": kl(zeroed),
-        "n_scored": float(targets.shape[0]),
-    }
+    zeroed = {point: run(point, torch.zeros_like) for point in dict.fromkeys(p for p, _ in spliced)}
+    rows = []
+    for point, sae_rows in spliced:
+        with_sae = run(point, sae_rows)
+        rows.append(
+            {
+                "ce_clean": nll(clean),
+                "ce_sae": nll(with_sae),
+                "ce_zero_ablation": nll(zeroed[point]),
+                "kl": kl(with_sae),
+                "kl_zero": kl(zeroed[point]),
+                "n_scored": float(targets.shape[0]),
+            }
+        )
+    return rows
 
 
 def spliced_metrics(
@@ -133,23 +146,44 @@ def spliced_metrics(
     exclude: torch.Tensor | None = None,
     progress: bool = False,
 ) -> dict[str, float]:
-    """Cross-entropy and KL of ``model`` with ``sae`` spliced in at ``hook``.
+    """Cross-entropy and KL of ``model`` with ``sae`` spliced in at ``hook``; see
+    ``spliced_metrics_many`` for the arguments and results."""
+    (result,) = spliced_metrics_many(
+        model, tokens, [(hook, sae)], batch_size=batch_size, exclude=exclude, progress=progress
+    )
+    return result
+
+
+def spliced_metrics_many(
+    model: nn.Module,
+    tokens: torch.Tensor,
+    saes: Sequence[tuple[str | HookPoint, nn.Module]],
+    *,
+    batch_size: int = 8,
+    exclude: torch.Tensor | None = None,
+    progress: bool = False,
+) -> list[dict[str, float]]:
+    """Cross-entropy and KL of ``model`` with each SAE of ``saes`` ((hook, sae) pairs) spliced in
+    at its hook, one at a time; the clean pass runs once per batch for all of them and the
+    zero-ablated pass once per hook point.
 
     tokens: [n, ctx] token ids; exclude: [n, ctx] bool, True for tokens (BOS, padding, other
-    special tokens) whose activations are kept and which are not scored as targets. ``sae`` is any
-    module mapping [n, d] -> [n, d]. Returns ``ce_clean``, ``ce_sae``, ``ce_zero_ablation`` (nats
-    per scored token), ``loss_recovered`` (NaN when zero ablation costs nothing), ``kl``,
-    ``kl_zero`` (nats) and ``n_scored``. Model and SAE run in eval mode; their modes are restored.
+    special tokens) whose activations are kept and which are not scored as targets. Each SAE is
+    any module mapping [n, d] -> [n, d]. Returns per SAE ``ce_clean``, ``ce_sae``,
+    ``ce_zero_ablation`` (nats per scored token), ``loss_recovered`` (NaN when zero ablation
+    costs nothing), ``kl``, ``kl_zero`` (nats) and ``n_scored``. Model and SAEs run in eval mode;
+    their modes are restored.
     """
     check(batch_size > 0, "batch_size", batch_size, "a positive integer")
+    check(len(saes) > 0, "saes", saes, "at least one (hook, sae) pair")
     exclude = _check_inputs(tokens, exclude)
-    point = HookPoint.parse(hook)
+    spliced = [(HookPoint.parse(hook), _sae_rows(sae)) for hook, sae in saes]
     device = next(model.parameters()).device
-    sae_rows = _sae_rows(sae)
-    sums: dict[str, float] = {}
-    modes = model.training, sae.training
-    model.eval()
-    sae.eval()
+    sums = [dict.fromkeys(SUMS, 0.0) for _ in saes]
+    modules = [model, *(sae for _, sae in saes)]
+    modes = [module.training for module in modules]
+    for module in modules:
+        module.eval()
     try:
         with torch.no_grad():
             for start in tqdm(
@@ -157,12 +191,22 @@ def spliced_metrics(
             ):
                 ids = tokens[start : start + batch_size].to(device)
                 keep = ~exclude[start : start + batch_size].to(device)
-                for name, total in _batch_sums(model, point, sae_rows, ids, keep).items():
-                    sums[name] = sums.get(name, 0.0) + total
+                for total, batch in zip(sums, _batch_sums(model, spliced, ids, keep), strict=True):
+                    for name, value in batch.items():
+                        total[name] += value
     finally:
-        model.train(modes[0])
-        sae.train(modes[1])
-    n_scored = int(sums.pop("n_scored", 0))
+        for module, mode in zip(modules, modes, strict=True):
+            module.train(mode)
+    return [_per_token(total) for total in sums]
+
+
+SUMS = ("ce_clean", "ce_sae", "ce_zero_ablation", "kl", "kl_zero", "n_scored")
+
+
+def _per_token(sums: dict[str, float]) -> dict[str, float]:
+    """Sums over scored positions -> means per position, and loss recovered."""
+    sums = dict(sums)
+    n_scored = int(sums.pop("n_scored"))
     if n_scored == 0:
         raise ValueError(
             "no position was scored: every target token is excluded; "

@@ -1,6 +1,6 @@
-"""The sparse autoencoder: one class, architectures differ in their sparsity function and losses.
+"""The sparse autoencoder: one class; architectures differ in their sparsity function and losses.
 
-Shapes: x [batch, d_in], pre-activations and codes f [batch, d_sae], x_hat [batch, d_in].
+Shapes: x [batch, d_in], pre-activations [batch, d_sae], x_hat [batch, d_in].
 Weights follow SAELens names and layout: W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in],
 b_dec [d_in].
 
@@ -8,105 +8,144 @@ b_dec [d_in].
     f     = activation(pre)              # per architecture
     x_hat = f @ W_dec + b_dec
 
-An architecture subclasses ``SAE``, sets ``architecture``, implements ``activation`` and may add
-loss terms in ``loss``; then it gets one line in ``registry.py``.
+An architecture is one file (see docs/guide.md, "Adding an architecture"): a config dataclass
+subclassing ``SAEConfig`` with its own fields, and an ``SAE`` subclass decorated with
+``registry.register`` that implements ``activation`` and declares ``config_class``, its sweep axes,
+its SAELens name and mapping, whether its decoder is kept at unit norm, and any loss terms beyond
+the objective's (``penalties``).
 """
 
 from __future__ import annotations
 
 import abc
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from monosemantic.config import check, dataclass_from_dict
+from monosemantic.config import ConfigError, check
 from monosemantic.runtime import DTYPES
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SAEConfig:
-    """Everything needed to build an SAE. Validated at construction."""
+    """What every SAE has. Each architecture subclasses this with its own fields and
+    ``architecture`` name; build one with ``registry.config(name, ...)`` or the subclass."""
 
-    architecture: str
+    architecture: ClassVar[str] = ""
+    """The registry name, set by each architecture's config class."""
     d_in: int
+    """Width of the activations the SAE reads."""
     d_sae: int
-    k: int | None = None
-    """Active latents per input (topk, batchtopk)."""
-    sparsity_coefficient: float = 0.0
-    """λ: weight of the L1 (relu, gated) or L0 (jumprelu) penalty."""
-    aux_k: int | None = None
-    """Dead latents used by the AuxK loss; default d_in // 2 (topk, batchtopk)."""
-    aux_coefficient: float = 1 / 32
-    """Weight of the auxiliary loss (AuxK for topk/batchtopk)."""
-    jumprelu_bandwidth: float = 1e-3
-    """ε of the rectangle kernel in JumpReLU's straight-through estimators."""
-    jumprelu_init_threshold: float = 1e-3
+    """Number of latents."""
     dtype: str = "float32"
+    """Weights' dtype (float32, bfloat16, float16, float64)."""
     hook: str = ""
-    """The hook point the SAE reads, e.g. ``model.layers.6.mlp:output``."""
+    """The hook point the SAE reads, e.g. ``model.layers.6.mlp:output`` (empty for a matrix)."""
     model: str = ""
     """The subject model's name, for the record."""
     metadata: dict[str, Any] = field(default_factory=dict)
+    """Anything else to keep in cfg.json (JSON values only)."""
 
     def __post_init__(self) -> None:
-        from monosemantic.sae.registry import ARCHITECTURES, check_architecture
-
-        check_architecture(self.architecture)
+        if not self.architecture:
+            raise ConfigError(
+                "SAEConfig holds only the fields every SAE shares: build an architecture's "
+                "config, e.g. monosemantic.sae.registry.config('topk', d_in=..., d_sae=..., k=...)"
+            )
         check(self.d_in > 0, "d_in", self.d_in, "a positive integer")
         check(self.d_sae > 0, "d_sae", self.d_sae, "a positive integer")
         check(self.dtype in DTYPES, "dtype", self.dtype, f"one of {sorted(DTYPES)}")
-        check(
-            self.sparsity_coefficient >= 0,
-            "sparsity_coefficient",
-            self.sparsity_coefficient,
-            ">= 0",
-        )
-        if self.k is not None:
-            check(0 < self.k <= self.d_sae, "k", self.k, f"in 1..d_sae={self.d_sae}")
-        ARCHITECTURES[self.architecture].validate(self)
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the architecture's own fields; raise ConfigError (``config.check``)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as JSON values, ``architecture`` first (``registry.config_from_dict``
+        inverts it)."""
+        return {"architecture": self.architecture, **asdict(self)}
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SAEConfig:
-        return dataclass_from_dict(cls, data)
+
+class Codes:
+    """A batch's latent activations: dense ``[batch, d_sae]``, or each row's k (index, value)
+    pairs (``indices``, ``values``: [batch, k]) so nothing needs a dense matrix. A value may be 0
+    (an entry kept by top-k whose ReLU is 0): it does not count as firing."""
+
+    def __init__(
+        self, values: torch.Tensor, indices: torch.Tensor | None = None, d_sae: int | None = None
+    ) -> None:
+        if indices is not None and d_sae is None:
+            raise ValueError("sparse codes need d_sae, the number of latents")
+        self.values = values
+        self.indices = indices
+        self.d_sae = values.shape[-1] if indices is None else int(d_sae)  # type: ignore[arg-type]
+
+    def dense(self) -> torch.Tensor:
+        """[batch, d_sae]."""
+        if self.indices is None:
+            return self.values
+        out = self.values.new_zeros(*self.values.shape[:-1], self.d_sae)
+        return out.scatter(-1, self.indices, self.values)
+
+    def active(self) -> torch.Tensor:
+        """[batch] number of non-zero codes in each row (L0)."""
+        return (self.values != 0).sum(-1)
+
+    def fire_counts(self) -> torch.Tensor:
+        """[d_sae] number of rows on which each latent is non-zero (int64)."""
+        fired = self.values != 0
+        if self.indices is None:
+            return fired.sum(0)
+        return torch.bincount(self.indices[fired], minlength=self.d_sae)
 
 
 @dataclass
 class SAEOutput:
-    """What a forward pass returns: reconstruction, codes, pre-activations, and extras."""
+    """A training forward pass: reconstruction, codes and pre-activations."""
 
     x_hat: torch.Tensor  # [batch, d_in]
-    f: torch.Tensor  # [batch, d_sae]
+    codes: Codes
     pre: torch.Tensor  # [batch, d_sae]
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
 class LossContext:
-    """Training state a loss may need beyond the batch."""
+    """Training state that loss terms may need beyond the batch."""
 
-    sparsity_coefficient: float = 0.0
-    """λ after warmup."""
+    sparsity_scale: float = 1.0
+    """Warmup factor in [0, 1] applied to sparsity penalties."""
     dead: torch.Tensor | None = None
     """[d_sae] bool: latents that have not fired for a while (AuxK)."""
 
 
-class SAE(nn.Module, abc.ABC):
-    """Base sparse autoencoder. Subclasses implement ``activation``; see the module docstring."""
+Penalties = dict[str, tuple[float, torch.Tensor]]
+"""Loss terms beyond the objective's: name -> (weight, value); the objective adds weight·value."""
 
-    architecture: ClassVar[str] = ""
+
+class SAE(nn.Module, abc.ABC):
+    """Base sparse autoencoder; see the module docstring. Class attributes are the
+    architecture's declarations, read by the registry, the sweep, save/load and the trainer."""
+
+    config_class: ClassVar[type[SAEConfig]]
+    """The architecture's config dataclass; its ``architecture`` is the registry name."""
+    sweep_axes: ClassVar[dict[str, str]] = {}
+    """Config fields a sweep may give several values, with the label used in folder names."""
     unit_norm_decoder: ClassVar[bool] = False
     """Whether the trainer keeps decoder rows at unit norm (with gradient projection)."""
     saelens_architecture: ClassVar[str | None] = None
-    """The SAELens ``architecture`` this one is saved as, when its name differs."""
+    """The SAELens ``architecture`` written to cfg.json; None: this architecture's name."""
+    saelens_reads: ClassVar[tuple[str, ...]] = ()
+    """SAELens architectures whose folders load as this one."""
 
     def __init__(self, cfg: SAEConfig) -> None:
         super().__init__()
+        if not isinstance(cfg, self.config_class):
+            raise TypeError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, "
+                f"got a {type(cfg).__name__}"
+            )
         self.cfg = cfg
         dtype = DTYPES[cfg.dtype]
         w_dec = torch.randn(cfg.d_sae, cfg.d_in, dtype=torch.float32)
@@ -116,13 +155,9 @@ class SAE(nn.Module, abc.ABC):
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
 
-    @classmethod
-    def validate(cls, cfg: SAEConfig) -> None:
-        """Check architecture-specific config fields; raise ConfigError."""
-
-    def latent_biases(self) -> list[nn.Parameter]:
-        """Per-latent encoder parameters [d_sae] that resampling resets to 0."""
-        return [self.b_enc]
+    @property
+    def architecture(self) -> str:
+        return self.cfg.architecture
 
     @property
     def d_in(self) -> int:
@@ -131,6 +166,12 @@ class SAE(nn.Module, abc.ABC):
     @property
     def d_sae(self) -> int:
         return self.cfg.d_sae
+
+    def latent_biases(self) -> list[nn.Parameter]:
+        """Per-latent encoder parameters [d_sae] that resampling resets to 0."""
+        return [self.b_enc]
+
+    # --- the forward pass -------------------------------------------------------------------
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """[batch, d_in] -> [batch, d_sae]: the encoder's affine map, b_dec subtracted first."""
@@ -158,11 +199,12 @@ class SAE(nn.Module, abc.ABC):
         return f @ self.W_dec + self.b_dec
 
     def forward_full(self, x: torch.Tensor) -> SAEOutput:
-        """Everything the losses need. x: [batch, d_in]."""
+        """What training and evaluation need. x: [batch, d_in]. Architectures whose codes are
+        sparse override this to return ``Codes`` as (indices, values)."""
         self.check_input(x)
         pre = self.pre_acts(x)
         f = self.activation(pre)
-        return SAEOutput(x_hat=self.decode(f), f=f, pre=pre)
+        return SAEOutput(x_hat=self.decode(f), codes=Codes(f), pre=pre)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[..., d_in] -> reconstruction [..., d_in]; what ``patch`` splices into a model."""
@@ -170,13 +212,17 @@ class SAE(nn.Module, abc.ABC):
         out = self.forward_full(x.reshape(-1, shape[-1]))
         return out.x_hat.reshape(shape)
 
-    def loss(self, x: torch.Tensor, out: SAEOutput, ctx: LossContext) -> dict[str, torch.Tensor]:
-        """Loss terms; ``loss`` is the total that is minimised. Base: squared error only.
+    # --- training ---------------------------------------------------------------------------
 
-        ``mse`` is Σ_d (x - x_hat)² averaged over the batch.
-        """
-        mse = (out.x_hat - x).pow(2).sum(-1).mean()
-        return {"loss": mse, "mse": mse}
+    def penalties(self, out: SAEOutput, target: torch.Tensor, ctx: LossContext) -> Penalties:
+        """Loss terms of this architecture beyond the objective's reconstruction (sparsity
+        penalties, auxiliary losses); ``target`` [batch, d_in] is what x_hat should match."""
+        return {}
+
+    @torch.no_grad()
+    def update_state(self, out: SAEOutput) -> None:
+        """Update non-gradient training state from a training step's output (after the
+        optimiser step). Base: nothing."""
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:
@@ -205,6 +251,31 @@ class SAE(nn.Module, abc.ABC):
         self.W_dec.div_(scale)
         self.b_dec.div_(scale)
 
+    # --- SAELens mapping --------------------------------------------------------------------
+
+    @classmethod
+    def saelens_fields(cls, cfg: SAEConfig) -> dict[str, Any]:
+        """Architecture fields SAELens reads from cfg.json (e.g. TopK's ``k``)."""
+        return {}
+
+    @classmethod
+    def config_from_saelens(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        """Our config fields from an SAELens cfg.json (``raw``); ValueError if unusable."""
+        return {}
+
+    @classmethod
+    def weights_from_saelens(cls, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Tensors of an SAELens folder under the names ``export_state`` uses."""
+        return weights
+
+    @classmethod
+    def shift_encoder_bias(
+        cls, weights: dict[str, torch.Tensor], shift: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Weights whose encoder reads x − b_dec from ones that read x: ``shift`` = b_dec W_enc
+        [d_sae] is added to the pre-activation bias."""
+        return {**weights, "b_enc": weights["b_enc"] + shift}
+
     def export_state(self) -> dict[str, torch.Tensor]:
         """Tensors as SAELens names and stores them (override where names differ)."""
         return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
@@ -215,27 +286,3 @@ class SAE(nn.Module, abc.ABC):
 
     def extra_repr(self) -> str:
         return f"{self.architecture}: d_in={self.d_in}, d_sae={self.d_sae}"
-
-
-def geometric_median(points: torch.Tensor, iters: int = 100, tol: float = 1e-6) -> torch.Tensor:
-    """Weiszfeld's algorithm. points: [n, d] -> [d], the point minimising Σ‖p_i − m‖."""
-    points = points.double()
-    median = points.mean(0)
-    for _ in range(iters):
-        dist = (points - median).norm(dim=1).clamp_min(1e-12)
-        weights = 1.0 / dist
-        new = (weights[:, None] * points).sum(0) / weights.sum()
-        moved = (new - median).norm()
-        median = new
-        if moved <= tol * max(1.0, median.norm().item()):
-            break
-    return median.float()
-
-
-def default_aux_k(cfg: SAEConfig) -> int:
-    return cfg.aux_k if cfg.aux_k is not None else min(cfg.d_sae, max(1, cfg.d_in // 2))
-
-
-def lr_for_width(d_sae: int) -> float:
-    """Gao et al. 2024's learning-rate scaling: 2e-4 / sqrt(d_sae / 2^14)."""
-    return 2e-4 / math.sqrt(d_sae / 2**14)

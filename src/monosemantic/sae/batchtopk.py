@@ -12,25 +12,36 @@ Inference (``sae.eval()``): a single global threshold θ makes each row independ
     f     = pre · 1{pre > θ}
 
 θ (buffer ``threshold``, a scalar) is an exponential moving average, decay 0.99 per training step,
-of the smallest positive kept activation of each training batch; the first batch sets it. Until it
-has been estimated (θ < 0) inference falls back to batch top-k.
+of the smallest positive kept activation of each training batch; the first batch sets it. The
+trainer folds each step in through ``update_state``. Until it has been estimated (θ < 0)
+inference falls back to batch top-k.
 
     loss  = ‖x − x̂‖² + α · AuxK      (as TopK, Gao et al. 2024)
 
-SAELens saves trained BatchTopK SAEs as JumpReLU with θ broadcast to [d_sae]; ``io`` does the same.
+SAELens saves trained BatchTopK SAEs as JumpReLU with θ broadcast to [d_sae]; so do we.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import torch
 
-from monosemantic.config import check
-from monosemantic.sae.base import SAE, LossContext, SAEConfig, SAEOutput
-from monosemantic.sae.topk import TopKSAE
+from monosemantic.sae.base import SAE, LossContext, Penalties, SAEOutput
+from monosemantic.sae.registry import register
+from monosemantic.sae.topk import TopKConfig, TopKSAE, topk_penalties
 
 THRESHOLD_DECAY = 0.99
 UNSET = -1.0
 """θ before the first training step: inference then uses batch top-k."""
+
+
+@dataclass(kw_only=True)
+class BatchTopKConfig(TopKConfig):
+    """TopK's fields; ``k`` is the mean number of active latents per input."""
+
+    architecture: ClassVar[str] = "batchtopk"
 
 
 def batch_topk_codes(pre: torch.Tensor, k: int) -> torch.Tensor:
@@ -42,37 +53,33 @@ def batch_topk_codes(pre: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(flat).scatter(0, indices, values).reshape(pre.shape)
 
 
-class BatchTopKSAE(TopKSAE):
-    """TopK's losses and unit-norm decoder; only the sparsity function and θ differ."""
-
-    architecture = "batchtopk"
+@register
+class BatchTopKSAE(SAE):
+    config_class = BatchTopKConfig
+    cfg: BatchTopKConfig
+    sweep_axes = {"k": "k"}
+    unit_norm_decoder = True
     saelens_architecture = "jumprelu"
+    saelens_reads = ("batchtopk",)
     threshold: torch.Tensor
 
-    def __init__(self, cfg: SAEConfig) -> None:
+    def __init__(self, cfg: BatchTopKConfig) -> None:
         super().__init__(cfg)
         self.register_buffer("threshold", torch.tensor(UNSET, dtype=self.b_enc.dtype))
 
-    @classmethod
-    def validate(cls, cfg: SAEConfig) -> None:
-        check(
-            cfg.k is not None, "k", cfg.k, "an integer mean number of active latents for batchtopk"
-        )
-
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
-        assert self.cfg.k is not None
         if self.training or bool(self.threshold < 0):
             return batch_topk_codes(pre, self.cfg.k)
         return pre * (pre > self.threshold)
 
-    def forward_full(self, x: torch.Tensor) -> SAEOutput:
-        """The base class's dense path: the number of active latents varies from row to row."""
-        return SAE.forward_full(self, x)
+    def penalties(self, out: SAEOutput, target: torch.Tensor, ctx: LossContext) -> Penalties:
+        return topk_penalties(self, self.cfg, out, target, ctx)
 
     @torch.no_grad()
-    def update_threshold(self, f: torch.Tensor) -> None:
-        """Fold the smallest positive code of a training batch f: [batch, d_sae] into θ."""
-        kept = f[f > 0]
+    def update_state(self, out: SAEOutput) -> None:
+        """Fold the smallest positive code of a training batch into θ."""
+        values = out.codes.values
+        kept = values[values > 0]
         if kept.numel() == 0:
             return
         smallest = kept.min().to(self.threshold.dtype)
@@ -81,11 +88,17 @@ class BatchTopKSAE(TopKSAE):
         else:
             self.threshold.lerp_(smallest, 1.0 - THRESHOLD_DECAY)
 
-    def loss(self, x: torch.Tensor, out: SAEOutput, ctx: LossContext) -> dict[str, torch.Tensor]:
-        """mse + α·AuxK. In training mode also updates θ: the trainer calls this once per step."""
-        if self.training:
-            self.update_threshold(out.f)
-        return super().loss(x, out, ctx)
+    @classmethod
+    def config_from_saelens(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        return TopKSAE.config_from_saelens(raw)
+
+    @classmethod
+    def weights_from_saelens(cls, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """SAELens's BatchTopK training checkpoints hold θ as ``topk_threshold``."""
+        weights = dict(weights)
+        if "topk_threshold" in weights:
+            weights["threshold"] = weights.pop("topk_threshold").expand(weights["b_enc"].shape)
+        return weights
 
     def export_state(self) -> dict[str, torch.Tensor]:
         """SAELens's JumpReLU layout: θ broadcast to [d_sae]."""

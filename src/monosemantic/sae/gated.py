@@ -16,17 +16,33 @@ at unit norm (as in the paper), so the L1 term needs no decoder-norm weights. Th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import torch
 from torch import nn
 
-from monosemantic.sae.base import SAE, LossContext, SAEConfig, SAEOutput
+from monosemantic.sae.base import SAE, LossContext, Penalties, SAEOutput
+from monosemantic.sae.registry import register
+from monosemantic.sae.relu import ReluConfig
 
 
+@dataclass(kw_only=True)
+class GatedConfig(ReluConfig):
+    """λ weighs the L1 penalty on the gate."""
+
+    architecture: ClassVar[str] = "gated"
+
+
+@register
 class GatedSAE(SAE):
-    architecture = "gated"
+    config_class = GatedConfig
+    cfg: GatedConfig
+    sweep_axes = {"sparsity_coefficient": "l"}
     unit_norm_decoder = True
+    saelens_reads = ("gated",)
 
-    def __init__(self, cfg: SAEConfig) -> None:
+    def __init__(self, cfg: GatedConfig) -> None:
         super().__init__(cfg)
         del self.b_enc  # the gate and magnitude paths have their own biases
         zeros = torch.zeros(cfg.d_sae, dtype=self.W_enc.dtype)
@@ -46,15 +62,27 @@ class GatedSAE(SAE):
         magnitude = self.r_mag.exp() * pre + self.b_mag
         return (pre + self.b_gate > 0).to(pre.dtype) * magnitude.relu()
 
-    def loss(self, x: torch.Tensor, out: SAEOutput, ctx: LossContext) -> dict[str, torch.Tensor]:
-        """Adds ``l1`` = ‖ReLU(π_gate)‖₁ and ``aux`` (gate-path reconstruction, frozen decoder),
-        both averaged over the batch; ``loss`` = mse + λ·l1 + aux."""
-        terms = super().loss(x, out, ctx)
+    def penalties(self, out: SAEOutput, target: torch.Tensor, ctx: LossContext) -> Penalties:
+        """``l1`` = ‖ReLU(π_gate)‖₁ weighted by λ, and ``aux`` (the target reconstructed by the
+        gate path through a frozen decoder) weighted by 1; both averaged over the batch."""
         gate = (out.pre + self.b_gate).relu()
         l1 = gate.sum(-1).mean()
         via_gate = gate @ self.W_dec.detach() + self.b_dec.detach()
-        aux = (via_gate - x).pow(2).sum(-1).mean()
-        terms["l1"] = l1
-        terms["aux"] = aux
-        terms["loss"] = terms["mse"] + ctx.sparsity_coefficient * l1 + aux
-        return terms
+        aux = (via_gate - target).pow(2).sum(-1).mean()
+        return {"l1": (ctx.sparsity_scale * self.cfg.sparsity_coefficient, l1), "aux": (1.0, aux)}
+
+    @classmethod
+    def config_from_saelens(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        return {"sparsity_coefficient": float(raw.get("l1_coefficient", 0.0))}
+
+    @classmethod
+    def shift_encoder_bias(
+        cls, weights: dict[str, torch.Tensor], shift: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Both paths read the shared projection: the gate bias takes the shift, the magnitude
+        bias the shift scaled by exp(r_mag)."""
+        return {
+            **weights,
+            "b_gate": weights["b_gate"] + shift,
+            "b_mag": weights["b_mag"] + shift * weights["r_mag"].exp(),
+        }

@@ -8,9 +8,10 @@
 ``sae_lens.SAE.load_from_disk(folder)`` loads what ``save_sae`` writes: BatchTopK as SAELens's
 "jumprelu" with θ broadcast to [d_sae] (as SAELens saves it), JumpReLU's log θ as ``threshold``.
 ``load_sae`` restores our exact SAEConfig from the metadata, and reads folders SAELens wrote
-(``sae.save_model``) for architectures standard, topk, jumprelu, gated and batchtopk; their
-``apply_b_dec_to_input=False`` and ``rescale_acts_by_decoder_norm=True`` are folded into the
-weights, which leaves the SAE's function unchanged.
+(``sae.save_model``) for every SAELens architecture an architecture declares in its
+``saelens_reads``; their ``apply_b_dec_to_input=False`` and ``rescale_acts_by_decoder_norm=True``
+are folded into the weights, which leaves the SAE's function unchanged. Nothing here names an
+architecture: each declares its SAELens name, fields and tensor mapping in its own file.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from monosemantic.config import ConfigError
 from monosemantic.files import atomic_write
 from monosemantic.sae.base import SAE, SAEConfig
-from monosemantic.sae.registry import create
+from monosemantic.sae.registry import ARCHITECTURES, config_from_dict, create, reading_saelens
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -34,8 +36,6 @@ META_KEY = "monosemantic"
 """Key in cfg.json's ``metadata`` holding our SAEConfig."""
 FORMAT_VERSION = "6.0.0"
 """The SAELens format version written; SAELens treats configs without one as pre-6 and renames."""
-FROM_SAELENS = ("standard", "topk", "batchtopk", "jumprelu", "gated")
-"""SAELens architectures we read; each is our architecture of the same name."""
 
 
 class SAEFormatError(ValueError):
@@ -82,7 +82,7 @@ def load_sae(folder: str | Path) -> SAE:
     weights = _read_safetensors(folder / WEIGHTS_FILE)
     ours = (raw.get("metadata") or {}).get(META_KEY)
     if ours is not None:
-        cfg = SAEConfig.from_dict(ours)
+        cfg = config_from_dict(ours)
         if (raw.get("d_in"), raw.get("d_sae")) != (cfg.d_in, cfg.d_sae):
             raise SAEFormatError(
                 f"{folder / CFG_FILE}: d_in={raw.get('d_in')}, d_sae={raw.get('d_sae')} disagree "
@@ -121,8 +121,7 @@ def saelens_config(sae: SAE) -> dict[str, Any]:
         "normalize_activations": "none",
         "reshape_activations": "none",
     }
-    if architecture == "topk":
-        out.update(k=cfg.k, rescale_acts_by_decoder_norm=False)
+    out.update(type(sae).saelens_fields(cfg))
     out["metadata"] = {
         **cfg.metadata,
         "sae_lens_version": FORMAT_VERSION,
@@ -136,46 +135,43 @@ def saelens_config(sae: SAE) -> dict[str, Any]:
 def _from_saelens(
     raw: dict[str, Any], weights: dict[str, torch.Tensor], folder: Path
 ) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
-    """Our config and SAELens-named weights for a folder SAELens wrote."""
+    """Our config and weights (under ``export_state`` names) for a folder SAELens wrote."""
     where = folder / CFG_FILE
-    architecture = raw.get("architecture")
-    if architecture not in FROM_SAELENS:
+    name = raw.get("architecture")
+    cls = reading_saelens(str(name))
+    if cls is None:
+        readable = sorted(n for c in ARCHITECTURES.values() for n in c.saelens_reads)
         raise SAEFormatError(
-            f"{where}: architecture {architecture!r} cannot be loaded; "
-            f"supported SAELens architectures: {', '.join(FROM_SAELENS)}"
+            f"{where}: architecture {name!r} cannot be loaded; "
+            f"supported SAELens architectures: {', '.join(readable)}"
         )
-    missing = [name for name in ("d_in", "d_sae") if name not in raw]
+    missing = [field for field in ("d_in", "d_sae") if field not in raw]
     if missing:
         raise SAEFormatError(f"{where} lacks {missing}; is it an SAELens ≥ 6 config?")
-    for name in ("normalize_activations", "reshape_activations"):
-        if raw.get(name, "none") not in ("none", None):
+    for field in ("normalize_activations", "reshape_activations"):
+        if raw.get(field, "none") not in ("none", None):
             raise SAEFormatError(
-                f"{where}: {name}={raw[name]!r} is not supported; fold it into the weights with "
-                "SAELens first (e.g. fold_activation_norm_scaling_factor) and save again"
+                f"{where}: {field}={raw[field]!r} is not supported; fold it into the weights "
+                "with SAELens first (e.g. fold_activation_norm_scaling_factor) and save again"
             )
-    weights = dict(weights)
-    if "topk_threshold" in weights:  # a BatchTopK training checkpoint: one scalar θ
-        weights["threshold"] = weights.pop("topk_threshold").expand(raw["d_sae"])
+    weights = cls.weights_from_saelens(dict(weights))
     if raw.get("rescale_acts_by_decoder_norm"):
         _fold_decoder_norms(weights)
     if not raw.get("apply_b_dec_to_input", True):
-        _fold_b_dec_into_encoder(weights)
-    k = raw.get("k") if architecture in ("topk", "batchtopk") else None
-    if k is not None and k != int(k):
-        raise SAEFormatError(f"{where}: k={k} is not an integer; only integer k is supported")
+        weights = cls.shift_encoder_bias(weights, weights["b_dec"] @ weights["W_enc"])
     metadata = dict(raw.get("metadata") or {})
-    cfg = SAEConfig(
-        architecture=architecture,
-        d_in=int(raw["d_in"]),
-        d_sae=int(raw["d_sae"]),
-        k=None if k is None else int(k),
-        sparsity_coefficient=float(raw.get("l1_coefficient", raw.get("l0_coefficient", 0.0))),
-        dtype=str(raw.get("dtype", "float32")).removeprefix("torch."),
-        hook=metadata.get("hook_name") or "",
-        model=metadata.get("model_name") or "",
-        metadata=metadata,
-        **{f: raw[f] for f in ("jumprelu_bandwidth", "jumprelu_init_threshold") if f in raw},
-    )
+    try:
+        cfg = cls.config_class(
+            d_in=int(raw["d_in"]),
+            d_sae=int(raw["d_sae"]),
+            dtype=str(raw.get("dtype", "float32")).removeprefix("torch."),
+            hook=metadata.get("hook_name") or "",
+            model=metadata.get("model_name") or "",
+            metadata=metadata,
+            **cls.config_from_saelens(raw),
+        )
+    except (ConfigError, ValueError) as err:
+        raise SAEFormatError(f"{where}: {err}") from None
     return cfg, weights
 
 
@@ -186,18 +182,8 @@ def _fold_decoder_norms(weights: dict[str, torch.Tensor]) -> None:
     norms = weights["W_dec"].norm(dim=1)
     weights["W_dec"] = weights["W_dec"] / norms[:, None]
     weights["W_enc"] = weights["W_enc"] * norms
-    weights["b_enc"] = weights["b_enc"] * norms
-
-
-def _fold_b_dec_into_encoder(weights: dict[str, torch.Tensor]) -> None:
-    """Encoders of apply_b_dec_to_input=False read x, ours read x − b_dec: add b_dec W_enc to the
-    encoder biases (scaled by exp(r_mag) on the gated magnitude path)."""
-    shift = weights["b_dec"] @ weights["W_enc"]
-    for name in ("b_enc", "b_gate"):
-        if name in weights:
-            weights[name] = weights[name] + shift
-    if "b_mag" in weights:
-        weights["b_mag"] = weights["b_mag"] + shift * weights["r_mag"].exp()
+    if "b_enc" in weights:
+        weights["b_enc"] = weights["b_enc"] * norms
 
 
 def _check_weights(sae: SAE, weights: dict[str, torch.Tensor], folder: Path) -> None:

@@ -19,13 +19,16 @@ SAELens's ``threshold`` (θ itself).
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from monosemantic.config import check
-from monosemantic.sae.base import SAE, LossContext, SAEConfig, SAEOutput
+from monosemantic.sae.base import SAE, LossContext, Penalties, SAEOutput
+from monosemantic.sae.registry import register
+from monosemantic.sae.relu import ReluConfig
 
 
 def rectangle(u: torch.Tensor) -> torch.Tensor:
@@ -78,24 +81,39 @@ def heaviside(pre: torch.Tensor, theta: torch.Tensor, bandwidth: float) -> torch
     return out
 
 
-class JumpReLUSAE(SAE):
-    architecture = "jumprelu"
-    unit_norm_decoder = True
+@dataclass(kw_only=True)
+class JumpReLUConfig(ReluConfig):
+    """λ weighs the L0 penalty."""
 
-    def __init__(self, cfg: SAEConfig) -> None:
+    architecture: ClassVar[str] = "jumprelu"
+    jumprelu_bandwidth: float = 1e-3
+    """ε of the rectangle kernel in JumpReLU's straight-through estimators."""
+    jumprelu_init_threshold: float = 1e-3
+    """θ of every latent before training."""
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.jumprelu_bandwidth > 0, "jumprelu_bandwidth", self.jumprelu_bandwidth, "> 0")
+        check(
+            self.jumprelu_init_threshold > 0,
+            "jumprelu_init_threshold",
+            self.jumprelu_init_threshold,
+            "> 0",
+        )
+
+
+@register
+class JumpReLUSAE(SAE):
+    config_class = JumpReLUConfig
+    cfg: JumpReLUConfig
+    sweep_axes = {"sparsity_coefficient": "l"}
+    unit_norm_decoder = True
+    saelens_reads = ("jumprelu",)
+
+    def __init__(self, cfg: JumpReLUConfig) -> None:
         super().__init__(cfg)
         init = torch.full((cfg.d_sae,), math.log(cfg.jumprelu_init_threshold))
         self.log_threshold = nn.Parameter(init.to(self.b_enc.dtype))
-
-    @classmethod
-    def validate(cls, cfg: SAEConfig) -> None:
-        check(cfg.jumprelu_bandwidth > 0, "jumprelu_bandwidth", cfg.jumprelu_bandwidth, "> 0")
-        check(
-            cfg.jumprelu_init_threshold > 0,
-            "jumprelu_init_threshold",
-            cfg.jumprelu_init_threshold,
-            "> 0",
-        )
 
     @property
     def threshold(self) -> torch.Tensor:
@@ -105,13 +123,16 @@ class JumpReLUSAE(SAE):
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         return jumprelu(pre, self.threshold, self.cfg.jumprelu_bandwidth)
 
-    def loss(self, x: torch.Tensor, out: SAEOutput, ctx: LossContext) -> dict[str, torch.Tensor]:
-        """Adds ``l0`` = Σ_i H(pre_i − θ_i) averaged over the batch; ``loss`` = mse + λ·l0."""
-        terms = super().loss(x, out, ctx)
+    def penalties(self, out: SAEOutput, target: torch.Tensor, ctx: LossContext) -> Penalties:
+        """``l0`` = Σ_i H(pre_i − θ_i) averaged over the batch, weighted by λ."""
         l0 = heaviside(out.pre, self.threshold, self.cfg.jumprelu_bandwidth).sum(-1).mean()
-        terms["l0"] = l0
-        terms["loss"] = terms["mse"] + ctx.sparsity_coefficient * l0
-        return terms
+        return {"l0": (ctx.sparsity_scale * self.cfg.sparsity_coefficient, l0)}
+
+    @classmethod
+    def config_from_saelens(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        fields = {"sparsity_coefficient": float(raw.get("l0_coefficient", 0.0))}
+        names = ("jumprelu_bandwidth", "jumprelu_init_threshold")
+        return {**fields, **{name: raw[name] for name in names if name in raw}}
 
     def export_state(self) -> dict[str, torch.Tensor]:
         """SAELens names: θ as ``threshold``. Computed in float64 and cast, so save → load gives

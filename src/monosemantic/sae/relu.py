@@ -12,22 +12,46 @@ decoder rows, so the decoder is left unnormalised (``unit_norm_decoder = False``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import torch
 
-from monosemantic.sae.base import SAE, LossContext, SAEOutput
+from monosemantic.config import check
+from monosemantic.sae.base import SAE, LossContext, Penalties, SAEConfig, SAEOutput
+from monosemantic.sae.registry import register
 
 
+@dataclass(kw_only=True)
+class ReluConfig(SAEConfig):
+    architecture: ClassVar[str] = "standard"
+    sparsity_coefficient: float = 0.0
+    """λ: weight of the sparsity penalty (L1 for standard and gated, L0 for jumprelu)."""
+
+    def validate(self) -> None:
+        check(
+            self.sparsity_coefficient >= 0,
+            "sparsity_coefficient",
+            self.sparsity_coefficient,
+            ">= 0",
+        )
+
+
+@register
 class ReluSAE(SAE):
-    architecture = "standard"
-    unit_norm_decoder = False
+    config_class = ReluConfig
+    cfg: ReluConfig
+    sweep_axes = {"sparsity_coefficient": "l"}
+    saelens_reads = ("standard",)
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         return pre.relu()
 
-    def loss(self, x: torch.Tensor, out: SAEOutput, ctx: LossContext) -> dict[str, torch.Tensor]:
-        """Adds ``l1`` = Σ_i f_i ‖W_dec,i‖ averaged over the batch; ``loss`` = mse + λ·l1."""
-        terms = super().loss(x, out, ctx)
-        l1 = (out.f * self.W_dec.norm(dim=1)).sum(-1).mean()
-        terms["l1"] = l1
-        terms["loss"] = terms["mse"] + ctx.sparsity_coefficient * l1
-        return terms
+    def penalties(self, out: SAEOutput, target: torch.Tensor, ctx: LossContext) -> Penalties:
+        """``l1`` = Σ_i f_i ‖W_dec,i‖ averaged over the batch, weighted by λ."""
+        l1 = (out.codes.dense() * self.W_dec.norm(dim=1)).sum(-1).mean()
+        return {"l1": (ctx.sparsity_scale * self.cfg.sparsity_coefficient, l1)}
+
+    @classmethod
+    def config_from_saelens(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        return {"sparsity_coefficient": float(raw.get("l1_coefficient", 0.0))}

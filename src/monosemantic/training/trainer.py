@@ -1,16 +1,21 @@
-"""The training loop: several SAEs on the same batches, from any iterator of [batch, d_in] tensors.
+"""The training loop: several SAEs on the same model pass, from any iterator of activations.
 
-The trainer does not know where activations come from. Per step, for every SAE:
-Adam on its ``loss`` terms with LR warmup and linear decay, sparsity-coefficient warmup, decoder
-rows kept at unit norm by gradient projection where the architecture needs it, dead-latent
-tracking (for AuxK and resampling) and optional Anthropic-style resampling. Inputs are scaled
-so that E‖x‖² = 1; the scale is folded into the weights when training ends, so the returned SAEs
-act on raw activations. Checkpoints are atomic and ``resume=True`` continues bit-for-bit.
+The trainer does not know where activations come from: each step is a tensor [batch, d_in] or a
+mapping ``{hook: [batch, d_hook]}`` (one model pass at several hook points); each SAE reads the
+entry of its ``cfg.hook``, so SAEs of different widths and inputs train in one run. Per step, for
+every SAE: the objective's loss terms (``objective.reconstruction`` by default), Adam with LR
+warmup and linear decay, sparsity warmup, and after backward one place for the gradients (decoder
+rows kept at unit norm by projection where the architecture asks, clipping); then the
+architecture's own state update, dead-latent tracking (for AuxK and resampling) and optional
+Anthropic-style resampling. Inputs are scaled per hook so that E‖x‖² = 1; the scale is folded
+into the weights when training ends, so the returned SAEs act on raw activations. Checkpoints are
+atomic and ``resume=True`` continues bit-for-bit.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,11 +25,12 @@ import torch
 from tqdm.auto import tqdm
 
 from monosemantic.config import check
-from monosemantic.data.store import check_finite
+from monosemantic.data.store import Step, check_finite
 from monosemantic.files import atomic_write
-from monosemantic.sae.base import SAE, LossContext, geometric_median, lr_for_width
+from monosemantic.sae.base import SAE, LossContext
+from monosemantic.training.objective import Batch, Objective, reconstruction
 
-Batches = Iterable[torch.Tensor] | Callable[[int], Iterable[torch.Tensor]]
+Batches = Iterable[Step] | Callable[[int], Iterable[Step]]
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -61,8 +67,6 @@ class TrainConfig:
     log_every: int = 50
     """Write a line of train/metrics.jsonl every this many steps."""
     seed: int = 0
-    hook: str = ""
-    """The hook point the activations come from, named in error messages."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -105,10 +109,11 @@ class TrainConfig:
         decay = min(1.0, left / decay_steps) if decay_steps else 1.0
         return base * warm * decay
 
-    def sparsity_at(self, step: int, coefficient: float) -> float:
+    def sparsity_scale_at(self, step: int) -> float:
+        """The factor on every sparsity coefficient: a linear ramp over the warmup steps."""
         if not self.sparsity_warmup_steps:
-            return coefficient
-        return coefficient * min(1.0, (step + 1) / self.sparsity_warmup_steps)
+            return 1.0
+        return min(1.0, (step + 1) / self.sparsity_warmup_steps)
 
 
 @dataclass
@@ -122,18 +127,26 @@ class _Run:
 
 
 class Trainer:
-    """Trains ``saes`` together on shared batches. See the module docstring."""
+    """Trains ``saes`` together on shared steps. See the module docstring."""
 
-    def __init__(self, saes: list[SAE], cfg: TrainConfig, out_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        saes: list[SAE],
+        cfg: TrainConfig,
+        out_dir: Path | None = None,
+        *,
+        objective: Objective = reconstruction,
+    ) -> None:
         if not saes:
             raise ValueError("give at least one SAE to train")
-        d_ins = {sae.d_in for sae in saes}
-        if len(d_ins) != 1:
-            raise ValueError(f"SAEs trained together must share d_in, got {sorted(d_ins)}")
         self.cfg = cfg
         self.out_dir = out_dir
+        self.objective = objective
         self.step = 0
-        self.input_scale = 1.0
+        self.hooks = sorted({sae.cfg.hook for sae in saes})
+        """The hook points the SAEs read (their ``cfg.hook``)."""
+        self.input_scale = dict.fromkeys(self.hooks, 1.0)
+        """Per hook point: the factor that makes E‖x‖² = 1."""
         self.runs = []
         for sae in saes:
             lr = cfg.lr if cfg.lr is not None else lr_for_width(sae.d_sae)
@@ -141,74 +154,97 @@ class Trainer:
             since = torch.zeros(sae.d_sae, dtype=torch.long)
             self.runs.append(_Run(sae, opt, lr, since))
 
+    def by_hook(self, step: Step) -> dict[str, torch.Tensor]:
+        """One step's activations as ``{hook: [batch, d]}``, checked for every hook trained."""
+        if isinstance(step, torch.Tensor):
+            if len(self.hooks) > 1:
+                raise ValueError(
+                    f"the SAEs read {len(self.hooks)} hook points {self.hooks}: give each step "
+                    "as a mapping {hook: activations}"
+                )
+            return {self.hooks[0]: step}
+        missing = [hook for hook in self.hooks if hook not in step]
+        if missing:
+            raise ValueError(
+                f"the activations hold hook points {sorted(step)}, not {missing} that SAEs read"
+            )
+        return {hook: step[hook] for hook in self.hooks}
+
     # --- set-up -------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def initialise(self, first: torch.Tensor) -> None:
-        """Input scale and b_dec from the first batch [batch, d_in] (raw units)."""
-        if self.cfg.normalize_inputs:
-            self.input_scale = float(1.0 / first.double().pow(2).sum(-1).mean().sqrt())
-        x = first.float() * self.input_scale
-        centre = {
-            "geometric_median": lambda: geometric_median(x),
-            "mean": lambda: x.mean(0),
-            "zeros": lambda: torch.zeros(x.shape[-1]),
-        }[self.cfg.init_b_dec]()
-        for run in self.runs:
-            run.sae.b_dec.copy_(centre.to(run.sae.b_dec.dtype))
-            if run.sae.unit_norm_decoder:
-                run.sae.normalize_decoder()
+    def initialise(self, first: Step) -> None:
+        """Input scales and b_dec from the first step's activations (raw units)."""
+        for hook, rows in self.by_hook(first).items():
+            if self.cfg.normalize_inputs:
+                self.input_scale[hook] = float(1.0 / rows.double().pow(2).sum(-1).mean().sqrt())
+            x = rows.float() * self.input_scale[hook]
+            centre = {
+                "geometric_median": lambda x=x: geometric_median(x),
+                "mean": lambda x=x: x.mean(0),
+                "zeros": lambda x=x: torch.zeros(x.shape[-1]),
+            }[self.cfg.init_b_dec]()
+            for run in self.runs:
+                if run.sae.cfg.hook == hook:
+                    run.sae.b_dec.copy_(centre.to(run.sae.b_dec.dtype))
+                    if run.sae.unit_norm_decoder:
+                        run.sae.normalize_decoder()
 
     # --- one step -----------------------------------------------------------------------------
 
     def dead_mask(self, run: _Run) -> torch.Tensor:
         return run.since_fired >= self.cfg.dead_after_tokens
 
-    def train_step(self, batch: torch.Tensor) -> dict[str, dict[str, float]]:
-        """One optimisation step of every SAE on ``batch`` [batch, d_in] (raw units)."""
-        check_finite(batch, step=self.step, hook=self.cfg.hook)
+    def train_step(self, step: Step) -> dict[str, dict[str, float]]:
+        """One optimisation step of every SAE on one step's activations (raw units)."""
+        acts = self.by_hook(step)
+        for hook, rows in acts.items():
+            check_finite(rows, step=self.step, hook=hook or "(input rows)")
         logs = {}
+        scale = self.cfg.sparsity_scale_at(self.step)
         for i, run in enumerate(self.runs):
             sae = run.sae
-            x = (batch * self.input_scale).to(sae.W_enc.dtype)
-            lam = self.cfg.sparsity_at(self.step, sae.cfg.sparsity_coefficient)
+            x = (acts[sae.cfg.hook] * self.input_scale[sae.cfg.hook]).to(sae.W_enc.dtype)
             lr = self.cfg.lr_at(self.step, run.base_lr)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
-            out = sae.forward_full(x)
-            terms = sae.loss(
-                x, out, LossContext(sparsity_coefficient=lam, dead=self.dead_mask(run))
-            )
+            ctx = LossContext(sparsity_scale=scale, dead=self.dead_mask(run))
+            terms, out = self.objective(sae, Batch(x), ctx)
             if not torch.isfinite(terms["loss"]):
                 raise FloatingPointError(
-                    f"SAE {i} ({sae.cfg.architecture}) loss became {terms['loss'].item()} at step "
-                    f"{self.step} on hook {self.cfg.hook or '?'}; weights were not updated. Lower "
-                    "the learning rate or check the activations"
+                    f"SAE {i} ({sae.architecture}) loss became {terms['loss'].item()} at step "
+                    f"{self.step} on hook {sae.cfg.hook or '(input rows)'}; weights were not "
+                    "updated. Lower the learning rate or check the activations"
                 )
             run.optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
-            if sae.unit_norm_decoder:
-                sae.project_decoder_grad()
-            if self.cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(sae.parameters(), self.cfg.grad_clip)
+            self.prepare_gradients(sae)
             run.optimizer.step()
-            if sae.unit_norm_decoder:
-                sae.normalize_decoder()
             with torch.no_grad():
-                fired = (out.f > 0).any(0)
+                if sae.unit_norm_decoder:
+                    sae.normalize_decoder()
+                sae.update_state(out)
                 run.since_fired += x.shape[0]
-                run.since_fired[fired] = 0
+                run.since_fired[out.codes.fire_counts() > 0] = 0
                 if self.cfg.resample_every and (self.step + 1) % self.cfg.resample_every == 0:
                     self.resample(run, x)
                 logs[str(i)] = {
                     **{k: float(v) for k, v in terms.items()},
-                    "l0": float((out.f != 0).sum(-1).float().mean()),
+                    "l0": float(out.codes.active().float().mean()),
                     "dead_fraction": float(self.dead_mask(run).float().mean()),
                     "lr": lr,
-                    "sparsity_coefficient": lam,
+                    "sparsity_scale": scale,
                 }
         self.step += 1
         return logs
+
+    def prepare_gradients(self, sae: SAE) -> None:
+        """Everything between backward and the optimiser step, in one place: the decoder-norm
+        projection and gradient clipping (and, for data-parallel training, the all-reduce)."""
+        if sae.unit_norm_decoder:
+            sae.project_decoder_grad()
+        if self.cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), self.cfg.grad_clip)
 
     @torch.no_grad()
     def resample(self, run: _Run, x: torch.Tensor) -> int:
@@ -270,7 +306,7 @@ class Trainer:
                 "resume with the same sweep"
             )
         self.step = int(state["step"])
-        self.input_scale = float(state["input_scale"])
+        self.input_scale = {hook: float(v) for hook, v in state["input_scale"].items()}
         torch.set_rng_state(state["rng"])
         for run, saved in zip(self.runs, state["runs"], strict=True):
             run.sae.load_state_dict(saved["sae"])
@@ -288,7 +324,7 @@ class Trainer:
 
     # --- the loop -----------------------------------------------------------------------------
 
-    def fit(self, batches: Iterable[torch.Tensor]) -> list[dict[str, float]]:
+    def fit(self, batches: Iterable[Step]) -> list[dict[str, float]]:
         """Train until ``cfg.steps``; returns each SAE's metrics at the last step.
 
         ``batches`` must start at batch number ``self.step`` (0 for a fresh run).
@@ -298,7 +334,7 @@ class Trainer:
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             log_file = (self.out_dir / "metrics.jsonl").open("a")
-        iterator: Iterator[torch.Tensor] = iter(batches)
+        iterator: Iterator[Step] = iter(batches)
         for run in self.runs:
             run.sae.train()
         last: dict[str, dict[str, float]] = {}
@@ -345,15 +381,17 @@ def train(
     cfg: TrainConfig,
     out_dir: Path | None = None,
     resume: bool = False,
+    *,
+    objective: Objective = reconstruction,
 ) -> list[dict[str, float]]:
-    """Train ``saes`` in place on ``batches`` ([batch, d_in] tensors, raw units).
+    """Train ``saes`` in place on ``batches`` (``Step``s in raw units), minimising ``objective``.
 
     ``batches`` is an iterable, or a function of the start step returning one (needed for
-    ``resume``: it must yield the batches from that step on). When training ends the input scale
-    is folded into the weights, so the SAEs act on raw activations. Returns each SAE's metrics at
-    the last step (loss terms, l0, dead_fraction, lr) plus ``input_scale``.
+    ``resume``: it must yield the steps from that one on). When training ends each hook's input
+    scale is folded into its SAEs' weights, so they act on raw activations. Returns each SAE's
+    metrics at the last step (loss terms, l0, dead_fraction, lr) plus its ``input_scale``.
     """
-    trainer = Trainer(saes, cfg, out_dir)
+    trainer = Trainer(saes, cfg, out_dir, objective=objective)
     if resume:
         if not callable(batches):
             raise TypeError("resume needs `batches` as a function of the start step")
@@ -362,7 +400,29 @@ def train(
         torch.manual_seed(cfg.seed)
     source = batches(trainer.step) if callable(batches) else batches
     results = trainer.fit(source)
-    for run in trainer.runs:
-        run.sae.fold_input_scale(trainer.input_scale)
+    for run, result in zip(trainer.runs, results, strict=True):
+        scale = trainer.input_scale[run.sae.cfg.hook]
+        run.sae.fold_input_scale(scale)
         run.sae.eval()
-    return [{**r, "input_scale": trainer.input_scale} for r in results]
+        result["input_scale"] = scale
+    return results
+
+
+def geometric_median(points: torch.Tensor, iters: int = 100, tol: float = 1e-6) -> torch.Tensor:
+    """Weiszfeld's algorithm. points: [n, d] -> [d], the point minimising Σ‖p_i − m‖."""
+    points = points.double()
+    median = points.mean(0)
+    for _ in range(iters):
+        dist = (points - median).norm(dim=1).clamp_min(1e-12)
+        weights = 1.0 / dist
+        new = (weights[:, None] * points).sum(0) / weights.sum()
+        moved = (new - median).norm()
+        median = new
+        if moved <= tol * max(1.0, median.norm().item()):
+            break
+    return median.float()
+
+
+def lr_for_width(d_sae: int) -> float:
+    """Gao et al. 2024's learning-rate scaling: 2e-4 / sqrt(d_sae / 2^14)."""
+    return 2e-4 / math.sqrt(d_sae / 2**14)

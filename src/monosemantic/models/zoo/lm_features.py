@@ -189,11 +189,10 @@ def harvest_mlp(
 def train_topk(acts: torch.Tensor, cfg: FeatureConfig, hook: str, model_name: str) -> SAE:
     """A TopK SAE trained with the project's trainer on rows acts: [rows, d]."""
     from monosemantic.data.store import MatrixSource
-    from monosemantic.sae.base import SAEConfig
-    from monosemantic.sae.registry import create
+    from monosemantic.sae.registry import config, create
     from monosemantic.training.trainer import TrainConfig, train
 
-    sae_cfg = SAEConfig(
+    sae_cfg = config(
         "topk", d_in=acts.shape[1], d_sae=cfg.d_sae, k=cfg.k, hook=hook, model=model_name
     )
     torch.manual_seed(cfg.seed)
@@ -203,7 +202,6 @@ def train_topk(acts: torch.Tensor, cfg: FeatureConfig, hook: str, model_name: st
         steps=cfg.sae_steps,
         batch_size=cfg.sae_batch_size,
         seed=cfg.seed,
-        hook=hook,
         lr_warmup_steps=min(100, cfg.sae_steps // 10),
         dead_after_tokens=50 * cfg.sae_batch_size,
         progress=False,
