@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from monosemantic.bilinear.layers import BilinearMLP
 from monosemantic.config import ConfigError
+from monosemantic.models.layers import BilinearMLP
 from monosemantic.models.zoo.lm_features import (
     FeatureConfig,
     affine_terms,

@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from monosemantic.bilinear.layers import BilinearMLP
 from monosemantic.bilinear.tensor import Eigendecomposition, interaction_matrices, layer_weights
 from monosemantic.config import check
+from monosemantic.models.layers import BilinearMLP
 from monosemantic.models.zoo.transformer import TinyLM
 from monosemantic.sae.base import SAE
 

@@ -29,10 +29,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from monosemantic.bilinear.layers import Bilinear
 from monosemantic.config import check, dataclass_from_dict
 from monosemantic.data.images import IMAGE_DATASETS, ImageSplits
 from monosemantic.files import atomic_write, write_json
+from monosemantic.models.layers import Bilinear
 from monosemantic.runtime import cache_dir
 
 SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "zoo"

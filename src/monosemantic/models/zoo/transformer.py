@@ -37,9 +37,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from monosemantic.bilinear.layers import BilinearMLP
 from monosemantic.config import ConfigError, check
 from monosemantic.files import atomic_write, write_json
+from monosemantic.models.layers import BilinearMLP
 from monosemantic.models.zoo.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
 MLP_TYPES = ("relu", "gelu", "bilinear")
