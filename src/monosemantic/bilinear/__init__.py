@@ -5,5 +5,6 @@ The layers themselves (``Bilinear``, ``BilinearMLP``, GLU variants) are nn build
 
 - ``tensor``: the symmetrised tensor B, interaction matrices Q(u), eigendecomposition, folding;
 - ``analysis``: effective rank, truncation, adversarial masks;
+- ``sae_basis``: a bilinear LM's MLP read in a basis of SAE features;
 - ``plots`` and ``report``: PNGs and JSON of a decomposed classifier; ``cli``: the commands.
 """

@@ -38,7 +38,7 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
 def cmd_lm_features(args: argparse.Namespace) -> int:
     import torch
 
-    from monosemantic.models.zoo.lm_features import FeatureConfig, run_lm_features
+    from monosemantic.bilinear.sae_basis import FeatureConfig, run_lm_features
 
     cfg = from_arguments(FeatureConfig, args)
     if args.threads:
@@ -62,7 +62,7 @@ def cmd_lm_features(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``zoo train-lm`` and ``zoo lm-features`` to a parser's subcommands."""
-    from monosemantic.models.zoo.lm_features import FeatureConfig
+    from monosemantic.bilinear.sae_basis import FeatureConfig
     from monosemantic.models.zoo.transformer import LMConfig
 
     zoo = subparsers.add_parser("zoo", help="the project's own small models (Shakespeare LMs)")
