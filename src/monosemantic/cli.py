@@ -103,9 +103,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from monosemantic.bilinear.cli import register as register_bilinear
+    from monosemantic.commands.bilinear import register as register_bilinear
+    from monosemantic.commands.zoo import register as register_zoo
     from monosemantic.data.sources import DataConfig
-    from monosemantic.models.zoo.cli import register as register_zoo
     from monosemantic.training.pipeline import SweepConfig
     from monosemantic.training.trainer import TrainConfig
 

@@ -6,5 +6,7 @@ The layers themselves (``Bilinear``, ``BilinearMLP``, GLU variants) are nn build
 - ``tensor``: the symmetrised tensor B, interaction matrices Q(u), eigendecomposition, folding;
 - ``analysis``: effective rank, truncation, adversarial masks;
 - ``sae_basis``: a bilinear LM's MLP read in a basis of SAE features;
-- ``plots`` and ``report``: PNGs and JSON of a decomposed classifier; ``cli``: the commands.
+- ``plots`` and ``report``: PNGs and JSON of a decomposed classifier.
+
+The ``monosemantic bilinear`` commands over them are in ``monosemantic.commands.bilinear``.
 """

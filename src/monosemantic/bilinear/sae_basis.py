@@ -51,7 +51,8 @@ def bilinear_mlp(model: nn.Module, layer: int) -> BilinearMLP:
     if not isinstance(mlp, BilinearMLP):
         raise ValueError(
             f"block {layer}'s MLP is a {type(mlp).__name__}, not bilinear: only a bilinear MLP "
-            "has an exact interaction matrix; train one with `zoo train-lm --mlp bilinear`"
+            "has an exact interaction matrix; train one with "
+            "`monosemantic zoo train lm --mlp bilinear`"
         )
     return mlp
 
@@ -131,7 +132,8 @@ def top_pairs(
 
 @dataclass
 class FeatureConfig:
-    """How ``lm-features`` trains its SAEs and what it reports. Validated at construction."""
+    """How ``bilinear lm-features`` trains its SAEs and what it reports. Validated at
+    construction."""
 
     layer: int = 0
     """The block whose bilinear MLP is read."""

@@ -192,7 +192,7 @@ def load_classifier(folder: Path) -> tuple[BilinearClassifier, dict[str, Any]]:
     if not (folder / "model.safetensors").exists() or not (folder / "config.json").exists():
         raise FileNotFoundError(
             f"{folder} holds no saved classifier (model.safetensors + config.json); "
-            "train one with `monosemantic bilinear train`"
+            "train one with `monosemantic zoo train mnist`"
         )
     record = json.loads((folder / "config.json").read_text())
     model = BilinearClassifier(ClassifierConfig.from_dict(record["config"]))

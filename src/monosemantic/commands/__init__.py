@@ -1,0 +1,1 @@
+"""The ``monosemantic`` command's subcommands: one module each, thin layers over the library."""
