@@ -26,9 +26,10 @@ lint: $(STAMP)
 	.venv/bin/ruff check src tests benchmarks
 	.venv/bin/ruff format --check src tests benchmarks
 	.venv/bin/mypy src
+	.venv/bin/lint-imports
 
 test: lint
 	HF_HUB_OFFLINE=1 .venv/bin/pytest -q
 
 clean:
-	rm -rf .venv demo-out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv demo-out .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

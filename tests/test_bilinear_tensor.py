@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monosemantic.bilinear.layers import GLU, Bilinear, BilinearMLP, GatedMLP
 from monosemantic.bilinear.tensor import (
     bilinear_tensor,
     contract,
@@ -16,6 +15,7 @@ from monosemantic.bilinear.tensor import (
     symmetrise,
 )
 from monosemantic.config import ConfigError
+from monosemantic.models.layers import GLU, Bilinear, BilinearMLP, GatedMLP
 
 
 def _mlp(bias: bool, seed: int = 0) -> BilinearMLP:

@@ -81,7 +81,7 @@ def test_seeded_build_and_save_load_roundtrip(tmp_path: Path) -> None:
     save_classifier(a, tmp_path / "h", dtype=torch.float16)
     half, _ = load_classifier(tmp_path / "h")
     torch.testing.assert_close(half(x), a(x), rtol=1e-2, atol=1e-3)
-    with pytest.raises(FileNotFoundError, match="bilinear train"):
+    with pytest.raises(FileNotFoundError, match="zoo train mnist"):
         load_classifier(tmp_path / "missing")
 
 

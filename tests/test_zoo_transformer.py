@@ -53,7 +53,7 @@ def test_tokenizer_round_trips_and_is_deterministic(tmp_path):
     loaded = load_tokenizer(tmp_path)
     assert loaded("thou thee")["input_ids"] == tok("thou thee")["input_ids"]
     assert loaded.bos_token_id == 0
-    with pytest.raises(FileNotFoundError, match="train-lm"):
+    with pytest.raises(FileNotFoundError, match="zoo train lm"):
         load_tokenizer(tmp_path / "missing")
 
 
@@ -95,7 +95,7 @@ def test_save_load_exact_and_errors(tmp_path):
     with torch.no_grad():
         assert torch.equal(model.eval()(ids), loaded(ids))
     assert record["config"]["mlp"] == "bilinear" and record["metrics"]["val_loss"] == 1.0
-    with pytest.raises(FileNotFoundError, match="train-lm"):
+    with pytest.raises(FileNotFoundError, match="zoo train lm"):
         load_lm(tmp_path / "nothing")
     with pytest.raises(ValueError, match="ctx <= 16"):
         loaded(torch.zeros(1, 17, dtype=torch.long))
@@ -128,21 +128,21 @@ def test_training_lowers_loss_and_is_seeded():
 
 
 def test_cli_maps_options_onto_the_config():
-    import argparse
-
+    from monosemantic.cli import build_parser
     from monosemantic.config import from_arguments
-    from monosemantic.models.zoo.cli import cmd_lm_features, cmd_train_lm, register
 
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["zoo", "train-lm", "--mlp", "gelu", "--n-layers", "2", "--no-bf16"])
-    assert args.func is cmd_train_lm
+    parser = build_parser()
+    args = parser.parse_args(
+        ["zoo", "train", "lm", "--mlp", "gelu", "--n-layers", "2", "--no-bf16"]
+    )
     cfg = from_arguments(LMConfig, args)
     assert (cfg.mlp, cfg.n_layers, cfg.bf16, cfg.hidden) == ("gelu", 2, False, 6 * 128)
-    args = parser.parse_args(["zoo", "lm-features", "some/model", "--out", "x", "--d-sae", "64"])
-    assert args.func is cmd_lm_features and args.d_sae == 64 and args.model == "some/model"
+    args = parser.parse_args(
+        ["bilinear", "lm-features", "some/model", "--out", "x", "--d-sae", "64"]
+    )
+    assert args.d_sae == 64 and args.model == "some/model"
     with pytest.raises(SystemExit):
-        parser.parse_args(["zoo", "train-lm", "--mlp"])
+        parser.parse_args(["zoo", "train", "lm", "--mlp"])
 
 
 def test_get_lm_trains_once_then_loads(tmp_path):

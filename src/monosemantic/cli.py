@@ -5,8 +5,8 @@ monosemantic cache   write a model's activations to disk in shards, resumable
 monosemantic eval    evaluate a saved SAE (reconstruction, and spliced into the model)
 monosemantic info    list a model's hook points, or describe an SAE or cache folder
 monosemantic demo    the end-to-end demo: SmolLM2-135M + Shakespeare → report.html
-monosemantic bilinear ...   bilinear MLPs: train MNIST classifiers, decompose their weights
-monosemantic zoo ...        small Shakespeare transformers; bilinear MLPs read via SAE features
+monosemantic bilinear ...   bilinear MLPs: eigendecompose a classifier, read an LM's MLP via SAEs
+monosemantic zoo ...        the project's own models: train MNIST classifiers and Shakespeare LMs
 """
 
 from __future__ import annotations
@@ -15,13 +15,10 @@ import argparse
 import logging
 import sys
 
-from monosemantic.commands import cache, demo, evaluate, info, train
+from monosemantic.commands import bilinear, cache, demo, evaluate, info, train, zoo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from monosemantic.bilinear.cli import register as register_bilinear
-    from monosemantic.models.zoo.cli import register as register_zoo
-
     parser = argparse.ArgumentParser(
         prog="monosemantic",
         description="Find the features a neural network computes with.",
@@ -29,10 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     commands = parser.add_subparsers(dest="command", required=True)
-    for command in (train, cache, evaluate, info, demo):
+    for command in (train, cache, evaluate, info, demo, bilinear, zoo):
         command.register(commands)
-    register_bilinear(commands)
-    register_zoo(commands)
     return parser
 
 

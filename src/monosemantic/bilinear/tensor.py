@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from monosemantic.bilinear.layers import GLU, GatedMLP
+from monosemantic.models.layers import GLU, GatedMLP
 
 
 def symmetrise(b: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from monosemantic.commands.options import add_out
 from monosemantic.config import add_arguments, from_arguments
 from monosemantic.data.sources import DataConfig, cache_activations, resolve
 from monosemantic.models.subject import load_subject
@@ -17,7 +18,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Run the model over text and write its activations at --hook to --out as "
         "safetensors shards with a manifest of checksums. Rerun the same command to resume.",
     )
-    parser.add_argument("--out", required=True, help="cache folder")
+    add_out(parser, "cache folder", required=True)
     parser.add_argument("--shard-windows", type=int, default=64, help="windows per shard")
     parser.add_argument(
         "--store-dtype", default="float32", choices=["float32", "bfloat16", "float16"]

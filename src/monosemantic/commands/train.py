@@ -11,6 +11,7 @@ import json
 import typing
 from pathlib import Path
 
+from monosemantic.commands.options import add_out
 from monosemantic.config import add_arguments, add_option, field_help, from_arguments
 from monosemantic.data.sources import DataConfig
 from monosemantic.sae.registry import ARCHITECTURES, architecture_fields
@@ -34,7 +35,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> list[str]:
         group,
         "expansion",
         list[int],
-        default=[8],
+        default=SweepConfig().expansion,
         help="dictionary widths as multiples of d_in, d_sae = expansion × d_in (default: 8)",
     )
     owners: dict[str, list[str]] = {}
@@ -73,7 +74,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "on the activations of one model pass, then evaluate and save them. "
         "Example: monosemantic train --hook model.layers.3.mlp:output --k 16 32 --out runs/l3",
     )
-    parser.add_argument("--out", default="runs/train", help="output folder")
+    add_out(parser, "output folder", default="runs/train")
     parser.add_argument(
         "--resume", action="store_true", help="continue from the checkpoint in --out"
     )

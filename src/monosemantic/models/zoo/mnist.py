@@ -29,10 +29,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from monosemantic.bilinear.layers import Bilinear
 from monosemantic.config import check, dataclass_from_dict
 from monosemantic.data.images import IMAGE_DATASETS, ImageSplits
 from monosemantic.files import atomic_write, write_json
+from monosemantic.models.layers import Bilinear
 from monosemantic.runtime import cache_dir
 
 SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "zoo"
@@ -192,7 +192,7 @@ def load_classifier(folder: Path) -> tuple[BilinearClassifier, dict[str, Any]]:
     if not (folder / "model.safetensors").exists() or not (folder / "config.json").exists():
         raise FileNotFoundError(
             f"{folder} holds no saved classifier (model.safetensors + config.json); "
-            "train one with `monosemantic bilinear train`"
+            "train one with `monosemantic zoo train mnist`"
         )
     record = json.loads((folder / "config.json").read_text())
     model = BilinearClassifier(ClassifierConfig.from_dict(record["config"]))

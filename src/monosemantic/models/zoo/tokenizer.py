@@ -61,6 +61,6 @@ def load_tokenizer(folder: Path) -> PreTrainedTokenizerFast:
     path = Path(folder) / TOKENIZER_FILE
     if not path.is_file():
         raise FileNotFoundError(
-            f"{folder} holds no {TOKENIZER_FILE}; train a model with `monosemantic zoo train-lm`"
+            f"{folder} holds no {TOKENIZER_FILE}; train a model with `monosemantic zoo train lm`"
         )
     return wrap(Tokenizer.from_file(str(path)))

@@ -37,9 +37,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from monosemantic.bilinear.layers import BilinearMLP
 from monosemantic.config import ConfigError, check
 from monosemantic.files import atomic_write, write_json
+from monosemantic.models.layers import BilinearMLP
 from monosemantic.models.zoo.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
 MLP_TYPES = ("relu", "gelu", "bilinear")
@@ -378,7 +378,7 @@ def load_lm(folder: str | Path) -> tuple[TinyLM, dict[str, Any]]:
     if not (folder / WEIGHTS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
         raise FileNotFoundError(
             f"{folder} holds no zoo language model ({WEIGHTS_FILE} + {CONFIG_FILE}); "
-            "train one with `monosemantic zoo train-lm`"
+            "train one with `monosemantic zoo train lm`"
         )
     record = json.loads((folder / CONFIG_FILE).read_text())
     model = TinyLM(LMConfig.from_dict(record["config"]))

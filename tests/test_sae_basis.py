@@ -7,9 +7,7 @@ import json
 import pytest
 import torch
 
-from monosemantic.bilinear.layers import BilinearMLP
-from monosemantic.config import ConfigError
-from monosemantic.models.zoo.lm_features import (
+from monosemantic.bilinear.sae_basis import (
     FeatureConfig,
     affine_terms,
     bilinear_mlp,
@@ -22,6 +20,8 @@ from monosemantic.models.zoo.lm_features import (
     top2_strength,
     top_pairs,
 )
+from monosemantic.config import ConfigError
+from monosemantic.models.layers import BilinearMLP
 from monosemantic.models.zoo.tokenizer import train_tokenizer
 from monosemantic.models.zoo.transformer import LMConfig, build_lm, save_lm
 

@@ -27,11 +27,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from monosemantic.bilinear.layers import BilinearMLP
 from monosemantic.bilinear.tensor import Eigendecomposition, interaction_matrices, layer_weights
 from monosemantic.config import check
-from monosemantic.models.zoo.transformer import TinyLM
+from monosemantic.data.harvest import forward_activations
+from monosemantic.data.store import MatrixSource
+from monosemantic.data.tokens import excluded_positions
+from monosemantic.files import atomic_write, write_json
+from monosemantic.models.layers import BilinearMLP
+from monosemantic.models.zoo.tokenizer import load_tokenizer
+from monosemantic.models.zoo.transformer import TinyLM, load_lm, shakespeare_corpus
 from monosemantic.sae.base import SAE
+from monosemantic.sae.io import load_sae, save_sae
+from monosemantic.sae.registry import config, create
+from monosemantic.training.trainer import TrainConfig, train
 
 # --- the maths ----------------------------------------------------------------------------------
 
@@ -46,7 +54,8 @@ def bilinear_mlp(model: nn.Module, layer: int) -> BilinearMLP:
     if not isinstance(mlp, BilinearMLP):
         raise ValueError(
             f"block {layer}'s MLP is a {type(mlp).__name__}, not bilinear: only a bilinear MLP "
-            "has an exact interaction matrix; train one with `zoo train-lm --mlp bilinear`"
+            "has an exact interaction matrix; train one with "
+            "`monosemantic zoo train lm --mlp bilinear`"
         )
     return mlp
 
@@ -126,7 +135,8 @@ def top_pairs(
 
 @dataclass
 class FeatureConfig:
-    """How ``lm-features`` trains its SAEs and what it reports. Validated at construction."""
+    """How ``bilinear lm-features`` trains its SAEs and what it reports. Validated at
+    construction."""
 
     layer: int = 0
     """The block whose bilinear MLP is read."""
@@ -174,8 +184,6 @@ def harvest_mlp(
 
     tokens, exclude: [n, ctx] (exclude True where a position is left out).
     """
-    from monosemantic.data.harvest import forward_activations
-
     hooks = list(mlp_hooks(layer))
     xs, ys = [], []
     for start in range(0, len(tokens), batch_size):
@@ -188,10 +196,6 @@ def harvest_mlp(
 
 def train_topk(acts: torch.Tensor, cfg: FeatureConfig, hook: str, model_name: str) -> SAE:
     """A TopK SAE trained with the project's trainer on rows acts: [rows, d]."""
-    from monosemantic.data.store import MatrixSource
-    from monosemantic.sae.registry import config, create
-    from monosemantic.training.trainer import TrainConfig, train
-
     sae_cfg = config(
         "topk", d_in=acts.shape[1], d_sae=cfg.d_sae, k=cfg.k, hook=hook, model=model_name
     )
@@ -241,7 +245,7 @@ def top_tokens(
     return labels, fires / len(acts)
 
 
-# --- the command --------------------------------------------------------------------------------
+# --- the whole reading --------------------------------------------------------------------------
 
 
 def analyse(
@@ -303,12 +307,6 @@ def run_lm_features(
     """Load a zoo bilinear LM, train (or load) SAEs on its MLP input (and output, with
     ``cfg.outputs == "sae"``), and write ``features.json`` and ``spectrum.png`` into ``out``.
     ``texts`` overrides Shakespeare."""
-    from monosemantic.data.tokens import excluded_positions
-    from monosemantic.files import write_json
-    from monosemantic.models.zoo.tokenizer import load_tokenizer
-    from monosemantic.models.zoo.transformer import load_lm, shakespeare_corpus
-    from monosemantic.sae.io import load_sae, save_sae
-
     start = time.perf_counter()
     model, record = load_lm(model_folder)
     mlp = bilinear_mlp(model, cfg.layer)
@@ -402,19 +400,15 @@ def plot_spectra(
 ) -> None:
     """Left: top-2 |λ| of every alive output feature, sorted. Right: the eigenvalues of Q' of the
     strongest few. values: [f_out, d]; alive_out: [f_out] bool."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
     strength = top2_strength(values)[alive_out].sort(descending=True).values
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig = Figure(figsize=(9, 3.2), layout="tight")
+    left, right = fig.subplots(1, 2)
     left.plot(strength.numpy())
     left.set(xlabel="output feature (sorted)", ylabel="sum of top-2 |λ|", yscale="log")
     for row in top[:4]:
         right.plot(values[row["feature"]].numpy(), ".", ms=3, label=f"feature {row['feature']}")
     right.set(xlabel="eigenvalue index", ylabel="λ of Q'")
     right.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))

@@ -5,7 +5,7 @@ weight-based mechanistic interpretability", arXiv 2410.08417; Dooms et al. 2024,
 a GLU puts a nonlinearity on one side, g(x) = σ(W x) ⊙ (V x) (Shazeer 2020). Both sides come from
 one ``nn.Linear`` to 2·d_out, split in halves. A bias is folded in by appending a constant 1 to x,
 so the layer stays exactly quadratic in the augmented input [x, 1] and the tensor maths in
-``tensor.py`` covers it unchanged.
+``monosemantic.bilinear.tensor`` covers it unchanged.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class GatedMLP(nn.Module):
 
 
 class BilinearMLP(GatedMLP):
-    """y = P ((W x) ⊙ (V x)): the bilinear MLP whose tensor ``tensor.py`` decomposes."""
+    """y = P ((W x) ⊙ (V x)): the bilinear MLP whose tensor ``bilinear.tensor`` decomposes."""
 
     def __init__(self, d_model: int, d_hidden: int, bias: bool = False) -> None:
         super().__init__(d_model, d_hidden, gate="none", bias=bias)

@@ -1,0 +1,119 @@
+"""``monosemantic bilinear decompose|lm-features``: features read from bilinear weights.
+
+monosemantic bilinear decompose mnist --out runs/bilinear
+monosemantic bilinear lm-features ZOO_LM_FOLDER --out runs/lm-features
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from pathlib import Path
+
+from monosemantic.bilinear.report import DecomposeConfig, decompose_classifier
+from monosemantic.bilinear.sae_basis import FeatureConfig, run_lm_features
+from monosemantic.commands.options import add_out, add_threads
+from monosemantic.config import add_arguments, from_arguments
+from monosemantic.data.images import load_images
+from monosemantic.files import write_json
+from monosemantic.models.zoo.mnist import ClassifierConfig, get_classifier, load_classifier
+from monosemantic.runtime import set_threads
+
+DEFAULT_MODEL = "mnist"
+"""The decompose argument naming the default zoo classifier (shipped, else trained)."""
+
+
+def cmd_decompose(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
+    cfg = from_arguments(DecomposeConfig, args)
+    if args.model == DEFAULT_MODEL:
+        model_cfg = ClassifierConfig()
+        data = load_images(model_cfg.dataset)
+        model, _ = get_classifier(model_cfg, data)
+    else:
+        model, _ = load_classifier(Path(args.model))
+        data = load_images(model.cfg.dataset)
+    out = Path(args.out)
+    res = decompose_classifier(model, data, out, cfg)
+    record = {"model": args.model, "model_config": asdict(model.cfg), **asdict(cfg)}
+    write_json(out / "config.json", record)
+    acc = res["truncation"]["test_accuracy"]
+    shown = ", ".join(f"k={k}: {acc[k]:.4f}" for k in (1, 10, 20, cfg.k_max) if k <= cfg.k_max)
+    print(
+        f"test accuracy {res['test_accuracy']:.4f}; truncated {shown}\n"
+        f"mean effective rank {res['effective_rank_mean']:.2f}; decomposition "
+        f"{res['decompose_seconds']:.3f} s"
+    )
+    if cfg.adversarial:
+        adv = res["adversarial"]
+        print(
+            f"masks at strength {cfg.strength}: accuracy {adv['adversarial']:.4f} "
+            f"(random masks {adv['random']:.4f}, clean {adv['clean']:.4f})"
+        )
+    print(f"plots and decomposition.json in {out}")
+    return 0
+
+
+def cmd_lm_features(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
+    cfg = from_arguments(FeatureConfig, args)
+    result = run_lm_features(
+        Path(args.model),
+        Path(args.out),
+        cfg,
+        sae_in=Path(args.sae_in) if args.sae_in else None,
+        sae_out=Path(args.sae_out) if args.sae_out else None,
+    )
+    for row in result["top_outputs"][: args.show]:
+        pairs = ", ".join(f"{p['i']}×{p['j']} ({p['q']:+.3g})" for p in row["pairs"][:3])
+        print(
+            f"output feature {row['feature']}: top-2 |λ| sum {row['top2']:.3g} "
+            f"[{row['tokens']}]; strongest input pairs {pairs}"
+        )
+    print(f"features.json and plots in {args.out}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``bilinear`` command with its ``decompose`` and ``lm-features`` subcommands."""
+    bilinear = subparsers.add_parser(
+        "bilinear",
+        help="bilinear MLPs: read features from their weights",
+        description="Bilinear layers compute exactly with a third-order tensor, so their "
+        "features are eigenvectors read off the weights (Pearce et al. 2024). Train the "
+        "models with `monosemantic zoo train mnist|lm`.",
+    )
+    commands = bilinear.add_subparsers(dest="bilinear_command", required=True)
+
+    decompose = commands.add_parser(
+        "decompose",
+        help="eigenvectors, spectra, truncation and adversarial masks of a classifier",
+        description="Decompose a saved bilinear classifier: writes eigenvectors.png, "
+        "spectra.png, truncation.png, adversarial.png, sweep.png, decomposition.json and "
+        "config.json into --out.",
+    )
+    decompose.add_argument(
+        "model",
+        help=f"a folder written by `zoo train mnist`, or '{DEFAULT_MODEL}' for the default "
+        "classifier (shipped weights, else trained and cached)",
+    )
+    add_out(decompose, "output folder", default="runs/bilinear")
+    add_threads(decompose)
+    add_arguments(decompose, DecomposeConfig)
+    decompose.set_defaults(func=cmd_decompose)
+
+    feats = commands.add_parser(
+        "lm-features",
+        help="a bilinear LM's MLP read through SAE features: interaction matrices, top pairs",
+        description="Train (or load) SAEs on the input and output of a zoo LM's bilinear MLP "
+        "and rank output features by their interaction matrices in the input SAE's basis: "
+        "writes features.json, spectrum.png and the SAEs into --out.",
+    )
+    feats.add_argument("model", help="a folder written by `zoo train lm --mlp bilinear`")
+    feats.add_argument("--sae-in", help="SAE folder on the MLP input (default: train one)")
+    feats.add_argument("--sae-out", help="SAE folder on the MLP output (default: train one)")
+    add_out(feats, "output folder for JSON, SAEs and plots", required=True)
+    feats.add_argument("--show", type=int, default=5, help="output features to print")
+    add_threads(feats)
+    add_arguments(feats, FeatureConfig)
+    feats.set_defaults(func=cmd_lm_features)
