@@ -11,7 +11,7 @@ from conftest import make_tiny_llama
 from torch import nn
 from transformers import LlamaForCausalLM
 
-from monosemantic.evaluation.spliced import spliced_metrics
+from monosemantic.evaluation.spliced import spliced_metrics, spliced_metrics_many
 from monosemantic.hooks import capture, patch
 
 HOOK = "model.layers.0:output"
@@ -109,6 +109,25 @@ def test_ce_and_kl_match_brute_force(model, tokens) -> None:
     ce_zero = F.cross_entropy(zero, targets).item()
     expected = (ce_zero - got["ce_sae"]) / (ce_zero - got["ce_clean"])
     assert got["loss_recovered"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_sweep_shares_the_clean_and_zero_passes(model, tokens) -> None:
+    """Several SAEs at two hooks: each result equals its own one-SAE run, with fewer passes."""
+    other = "model.layers.1:input"
+    saes = [(HOOK, Half()), (HOOK, Identity()), (other, Half())]
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        together = spliced_metrics_many(model, tokens, saes, batch_size=2)
+        shared = len(calls)
+        alone = [spliced_metrics(model, tokens, hook, sae, batch_size=2) for hook, sae in saes]
+    finally:
+        handle.remove()
+    for got, expected in zip(together, alone, strict=True):
+        assert got == pytest.approx(expected, rel=1e-12)
+    batches = 3  # 5 windows, 2 per batch
+    assert shared == batches * (1 + 2 + 3), "clean once, zero once per hook, one pass per SAE"
+    assert len(calls) - shared == batches * 3 * 3
 
 
 def test_exclude_keeps_activations_and_skips_targets(model, tokens) -> None:
