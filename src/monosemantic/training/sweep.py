@@ -33,7 +33,7 @@ class SweepConfig:
     and the architecture's sweep axes."""
 
     architecture: str = "topk"
-    """The SAE architecture (see `monosemantic info --architectures`)."""
+    """A registered SAE architecture (`monosemantic train --help` lists them)."""
     expansion: list[int] = field(default_factory=lambda: [8])
     """Dictionary widths as multiples of d_in (d_sae = expansion × d_in)."""
     settings: dict[str, Any] = field(default_factory=dict)
