@@ -155,3 +155,18 @@ def test_density_histogram_all_dead(tmp_path) -> None:
     assert data["dead"] == 8
     assert sum(data["counts"]) == 0
     assert data["edges"][0] == -10.0 and data["edges"][-1] == 0.0
+
+
+def test_inputs_that_are_zero_do_not_enter_ratios() -> None:
+    """‖x̂‖ / ‖x‖ and cos(x, x̂) are undefined at x = 0: they average over the other inputs."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(10, 6, generator=g, dtype=torch.float64)
+    x[[2, 7]] = 0.0
+    x_hat = x + 0.1 * torch.randn(10, 6, generator=g, dtype=torch.float64)
+    stats = ReconstructionStats(4)
+    stats.update(x, x_hat, torch.ones(10, 4))
+    got = stats.result()
+    keep = x.norm(dim=-1) > 0
+    expected = one_shot(x[keep], x_hat[keep], torch.ones(8, 4))
+    assert got["l2_ratio"] == pytest.approx(expected["l2_ratio"], rel=1e-12)
+    assert got["cosine_similarity"] == pytest.approx(expected["cosine_similarity"], rel=1e-12)

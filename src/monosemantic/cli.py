@@ -3,6 +3,7 @@
 monosemantic train   train a sweep of SAEs on a model's activations (or a cache, or a matrix)
 monosemantic cache   write a model's activations to disk in shards, resumable
 monosemantic eval    evaluate a saved SAE (reconstruction, and spliced into the model)
+monosemantic mdl     choose among trained SAEs by minimum description length
 monosemantic info    list a model's hook points, or describe an SAE or cache folder
 monosemantic demo    the end-to-end demo: SmolLM2-135M + Shakespeare → report.html
 monosemantic bilinear ...   bilinear MLPs: eigendecompose a classifier, read an LM's MLP via SAEs
@@ -15,7 +16,7 @@ import argparse
 import logging
 import sys
 
-from monosemantic.commands import bilinear, cache, demo, evaluate, info, train, zoo
+from monosemantic.commands import bilinear, cache, demo, evaluate, info, mdl, train, zoo
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     commands = parser.add_subparsers(dest="command", required=True)
-    for command in (train, cache, evaluate, info, demo, bilinear, zoo):
+    for command in (train, cache, evaluate, mdl, info, demo, bilinear, zoo):
         command.register(commands)
     return parser
 

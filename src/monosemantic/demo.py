@@ -139,6 +139,7 @@ def _metrics_table(metrics: dict[str, Any]) -> dict[str, Any]:
         "dense_fraction",
         "l2_ratio",
         "cosine_similarity",
+        "description_length",
         "ce_clean",
         "ce_sae",
         "ce_zero_ablation",

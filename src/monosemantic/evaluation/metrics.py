@@ -9,8 +9,9 @@ Bricken et al. 2023, "Towards Monosemanticity", and Gao et al. 2024, arXiv 2406.
     density_i       fraction of inputs on which latent i is non-zero
     dead_fraction   fraction of latents that never fired (density 0)
     dense_fraction  fraction of latents with density > dense_threshold
-    l2_ratio        mean ‖x̂‖ / ‖x‖ (below 1: the codes shrink the reconstruction)
-    cosine_similarity  mean cos(x, x̂)
+    l2_ratio        mean ‖x̂‖ / ‖x‖ over inputs x ≠ 0 (below 1: the codes shrink the
+                    reconstruction)
+    cosine_similarity  mean cos(x, x̂) over inputs x ≠ 0
 
 A latent "fires" when its code is non-zero, so l0 = Σ_i density_i exactly.
 """
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from monosemantic.config import check
+from monosemantic.evaluation.description_length import BIN_WIDTH, DescriptionLength
 from monosemantic.files import atomic_write_bytes
 from monosemantic.sae.base import SAE, Codes
 
@@ -90,8 +92,9 @@ class ReconstructionStats:
         batch = {
             "sq_err": (x64 - xh64).pow(2).sum(),
             "nonzero": codes.active().sum().double(),
-            "l2_ratio": (xh_norm / x_norm.clamp_min(1e-30)).sum(),
+            "l2_ratio": (xh_norm / x_norm).where(x_norm > 0, 0.0).sum(),
             "cosine": ((x64 * xh64).sum(-1) / (x_norm * xh_norm).clamp_min(1e-30)).sum(),
+            "nonzero_inputs": (x_norm > 0).sum().double(),
         }
         nb = x.shape[0]
         mean_b = x64.mean(0)
@@ -123,8 +126,8 @@ class ReconstructionStats:
             "l0": sums["nonzero"] / self.n,
             "dead_fraction": (density == 0).double().mean().item(),
             "dense_fraction": (density > self.dense_threshold).double().mean().item(),
-            "l2_ratio": sums["l2_ratio"] / self.n,
-            "cosine_similarity": sums["cosine"] / self.n,
+            "l2_ratio": sums["l2_ratio"] / max(sums["nonzero_inputs"], 1.0),
+            "cosine_similarity": sums["cosine"] / max(sums["nonzero_inputs"], 1.0),
             "density": density,
             "log10_density": log10_density(density),
         }
@@ -136,14 +139,17 @@ def evaluate_reconstruction(
     max_batches: int | None = None,
     *,
     dense_threshold: float = 0.1,
+    bin_width: float = BIN_WIDTH,
 ) -> dict[str, Any]:
-    """``ReconstructionStats.result()`` of ``sae`` over ``batches`` ([..., d_in] each, flattened
-    to [batch, d_in]), in eval mode without gradients. Metrics compare against x in its own
-    dtype, so a bfloat16 SAE is judged against the full-precision activations."""
+    """``ReconstructionStats.result()`` and the ``DescriptionLength`` of ``sae``'s codes (bin
+    width ``bin_width``) over ``batches`` ([..., d_in] each, flattened to [batch, d_in]), in eval
+    mode without gradients. Metrics compare against x in its own dtype, so a bfloat16 SAE is
+    judged against the full-precision activations."""
     if max_batches is not None:
         check(max_batches > 0, "max_batches", max_batches, "a positive integer or None")
     param = next(sae.parameters())
     stats = ReconstructionStats(sae.d_sae, dense_threshold=dense_threshold)
+    length = DescriptionLength(sae.d_sae, bin_width=bin_width)
     was_training = sae.training
     sae.eval()
     try:
@@ -152,9 +158,10 @@ def evaluate_reconstruction(
                 x = batch.reshape(-1, batch.shape[-1]).to(param.device)
                 out = sae.forward_full(x.to(param.dtype))
                 stats.update(x, out.x_hat.to(x.dtype), out.codes)
+                length.update(out.codes)
     finally:
         sae.train(was_training)
-    return stats.result()
+    return {**stats.result(), **length.result()}
 
 
 def density_histogram(
