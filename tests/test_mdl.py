@@ -58,3 +58,19 @@ def test_every_sae_records_its_description_length(sweep):
 def test_a_folder_without_evaluation_is_refused(tmp_path, capsys):
     assert main(["mdl", str(tmp_path), "--tolerance", "0.5"]) == 2
     assert "neither summary.json" in capsys.readouterr().err
+
+
+def test_the_mnist_study_picks_per_width_and_overall(tmp_path, capsys):
+    out = tmp_path / "study"
+    args = ["--widths", "16", "64", "--k", "2", "8", "--steps", "30", "--tolerance", "0.95"]
+    assert main(["mdl-mnist", *args, "--batch-size", "256", "--out", str(out)]) == 0
+    result = json.loads((out / "mdl.json").read_text())
+    assert len(result["sae"]) == 4
+    for chosen in result["chosen"]:
+        fits = [r for r in result["sae"] if r["width"] == chosen["width"] and r["fvu"] <= 0.95]
+        assert chosen["description_length"] == min(r["description_length"] for r in fits)
+    best = min(result["chosen"], key=lambda c: c["description_length"])
+    assert result["optimum_width"] == best["width"]
+    assert (out / "dl_vs_width.png").stat().st_size > 1000
+    assert (out / "decoders.png").stat().st_size > 1000
+    assert f"MDL-optimal width {best['width']}" in capsys.readouterr().out

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from monosemantic.commands.options import add_out, add_threads
+from monosemantic.config import add_arguments, from_arguments
 from monosemantic.evaluation.selection import read_candidates, select
+from monosemantic.interpret.mnist_mdl import MnistMDLConfig, run_mnist_mdl
 from monosemantic.interpret.report import format_value
+from monosemantic.runtime import set_threads
 
 COLUMNS = ("d_sae", "l0", "fvu", "description_length", "description_length_bound")
 
@@ -23,6 +27,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("folders", nargs="+", help="run folders or SAE folders")
     parser.add_argument("--tolerance", type=float, required=True, help="the largest FVU accepted")
     parser.set_defaults(func=run)
+
+    study = commands.add_parser(
+        "mdl-mnist",
+        help="the MNIST description-length study: DL against dictionary width",
+        description="TopK SAEs on MNIST pixels over --widths × --k; per width the SAE with the "
+        "shortest description within --tolerance; writes mdl.json, dl_vs_width.png and "
+        "decoders.png (the optimum beside the narrowest and widest) into --out.",
+    )
+    add_out(study, "output folder", default="runs/mdl-mnist")
+    add_threads(study)
+    add_arguments(study, MnistMDLConfig)
+    study.set_defaults(func=run_study)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,4 +60,16 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     print(f"MDL-optimal: {best.name} ({best.description_length:.1f} bits per input) {best.folder}")
+    return 0
+
+
+def run_study(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
+    result = run_mnist_mdl(from_arguments(MnistMDLConfig, args), Path(args.out))
+    for row in result["chosen"]:
+        print(
+            f"width {row['width']:5d}: k={row['k']:3d}  FVU {row['fvu']:.3f}  "
+            f"{row['description_length']:.1f} bits per image"
+        )
+    print(f"MDL-optimal width {result['optimum_width']}; figures and mdl.json in {args.out}")
     return 0
