@@ -37,7 +37,7 @@ class MnistMDLConfig:
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256, 512, 1024])
     """Dictionary sizes d_sae."""
     k: list[int] = field(default_factory=lambda: [2, 4, 8, 16, 32])
-    """Active latents per image; every k is trained at every width."""
+    """Active latents per image; every k up to the width is trained at every width."""
     tolerance: float = 0.25
     """The largest FVU (on the validation images) an SAE may have to be a candidate."""
     steps: int = 1000
@@ -47,7 +47,7 @@ class MnistMDLConfig:
 
     def __post_init__(self) -> None:
         check(all(w > 0 for w in self.widths), "widths", self.widths, "positive integers")
-        check(all(0 < k <= min(self.widths) for k in self.k), "k", self.k, "in 1..min(widths)")
+        check(all(0 < k <= max(self.widths) for k in self.k), "k", self.k, "in 1..max(widths)")
         check(self.tolerance > 0, "tolerance", self.tolerance, "a positive FVU")
 
 
@@ -60,7 +60,8 @@ def train_width(
 ) -> list[Chosen]:
     """Every k at one width, trained together on the same batches, with validation metrics."""
     torch.manual_seed(cfg.seed)
-    saes = [create(config("topk", d_in=train_x.shape[1], d_sae=width, k=k)) for k in cfg.k]
+    ks = [k for k in cfg.k if k <= width]
+    saes = [create(config("topk", d_in=train_x.shape[1], d_sae=width, k=k)) for k in ks]
     source = MatrixSource(train_x)
     training = TrainConfig(
         steps=cfg.steps,
