@@ -179,11 +179,12 @@ class Trainer:
             if self.cfg.normalize_inputs:
                 self.input_scale[hook] = float(1.0 / rows.double().pow(2).sum(-1).mean().sqrt())
             x = rows.float() * self.input_scale[hook]
-            centre = {
-                "geometric_median": lambda x=x: geometric_median(x),
-                "mean": lambda x=x: x.mean(0),
-                "zeros": lambda x=x: torch.zeros(x.shape[-1]),
-            }[self.cfg.init_b_dec]()
+            if self.cfg.init_b_dec == "geometric_median":
+                centre = geometric_median(x)
+            elif self.cfg.init_b_dec == "mean":
+                centre = x.mean(0)
+            else:
+                centre = torch.zeros(x.shape[-1])
             for run in self.runs:
                 if run.sae.cfg.hook == hook:
                     run.sae.b_dec.copy_(centre.to(run.sae.b_dec.dtype))
