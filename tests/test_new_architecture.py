@@ -118,8 +118,9 @@ def test_the_command_line_offers_its_fields(shrink_registered, matrix, tmp_path,
     assert (sae.cfg.shrink, sae.cfg.l1_coefficient) == (0.1, 0.01)
     # an option of another architecture is refused, naming whose it is
     assert main([*args, "--k", "4", *fast, "--out", str(out)]) == 2
-    assert "k does not apply to architecture shrink (it belongs to batchtopk, topk)" in (
-        capsys.readouterr().err
+    assert (
+        "k does not apply to architecture shrink (it belongs to batchtopk, feature_choice, "
+        "matryoshka, mutual_choice, topk)" in (capsys.readouterr().err)
     )
 
 

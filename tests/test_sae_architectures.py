@@ -8,9 +8,12 @@ import torch
 from monosemantic.config import ConfigError
 from monosemantic.sae.base import SAE, LossContext, SAEConfig
 from monosemantic.sae.batchtopk import THRESHOLD_DECAY, BatchTopKSAE
+from monosemantic.sae.feature_choice import FeatureChoiceSAE
 from monosemantic.sae.gated import GatedSAE
 from monosemantic.sae.jumprelu import JumpReLUSAE, heaviside, jumprelu
-from monosemantic.sae.registry import ARCHITECTURES, config, create
+from monosemantic.sae.matryoshka import MatryoshkaSAE
+from monosemantic.sae.mutual_choice import MutualChoiceSAE
+from monosemantic.sae.registry import ARCHITECTURES, architecture_fields, config, create
 from monosemantic.sae.relu import ReluSAE
 from monosemantic.sae.topk import TopKSAE
 from monosemantic.training.objective import Batch, reconstruction
@@ -21,7 +24,7 @@ D_IN, D_SAE, K, BATCH = 10, 48, 3, 32
 def make(architecture: str, dtype: str = "float64", seed: int = 0, **kw) -> SAE:
     """``architecture`` with all parameters random (θ in a range where some latents fire)."""
     torch.manual_seed(seed)
-    if "topk" in architecture:
+    if "k" in architecture_fields(ARCHITECTURES[architecture]):
         kw = {"k": K, **kw}
     sae = create(config(architecture, d_in=D_IN, d_sae=D_SAE, dtype=dtype, **kw))
     with torch.no_grad():
@@ -50,6 +53,9 @@ def test_registry_holds_every_architecture() -> None:
         "batchtopk": BatchTopKSAE,
         "jumprelu": JumpReLUSAE,
         "gated": GatedSAE,
+        "feature_choice": FeatureChoiceSAE,
+        "mutual_choice": MutualChoiceSAE,
+        "matryoshka": MatryoshkaSAE,
     }
     assert expected == ARCHITECTURES
 
@@ -235,7 +241,7 @@ def test_relu_l1_is_decoder_norm_weighted() -> None:
 def test_fold_input_scale(architecture: str, training: bool) -> None:
     scale = 3.7
     sae = make(architecture).train(training)
-    if isinstance(sae, BatchTopKSAE):
+    if hasattr(sae, "threshold") and not isinstance(sae, JumpReLUSAE):
         sae.threshold.fill_(0.3)
     x = batch()
     with torch.no_grad():

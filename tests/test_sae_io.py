@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from monosemantic.config import ConfigError
-from monosemantic.sae.base import SAE
+from monosemantic.sae.base import SAE, LossContext
 from monosemantic.sae.io import (
     CFG_FILE,
     SPARSITY_FILE,
@@ -21,7 +21,8 @@ from monosemantic.sae.io import (
     load_sparsity,
     save_sae,
 )
-from monosemantic.sae.registry import ARCHITECTURES, config, create
+from monosemantic.sae.registry import ARCHITECTURES, architecture_fields, config, create
+from monosemantic.training.objective import Batch, reconstruction
 
 D_IN, D_SAE, K = 12, 40, 4
 ALL = sorted(ARCHITECTURES)
@@ -30,7 +31,8 @@ ALL = sorted(ARCHITECTURES)
 def random_sae(architecture: str, seed: int = 0) -> SAE:
     """An SAE of ``architecture`` with every parameter random, in eval mode."""
     torch.manual_seed(seed)
-    own = {"k": K} if "topk" in architecture else {"sparsity_coefficient": 0.25}
+    fields = architecture_fields(ARCHITECTURES[architecture])
+    own = {"k": K} if "k" in fields else {"sparsity_coefficient": 0.25}
     cfg = config(
         architecture,
         d_in=D_IN,
@@ -47,8 +49,8 @@ def random_sae(architecture: str, seed: int = 0) -> SAE:
         if architecture == "jumprelu":
             # θ < 1/e: log θ round-trips through float32 θ exactly (see JumpReLUSAE.export_state)
             sae.log_threshold.copy_(torch.empty(D_SAE).uniform_(-6.0, -1.05))
-        if architecture == "batchtopk":
-            sae.threshold.fill_(0.3)
+        if hasattr(sae, "threshold"):  # global (BatchTopK and kin) or per latent (Feature Choice)
+            sae.threshold.copy_(torch.empty_like(sae.threshold).uniform_(0.1, 0.5))
     return sae.eval()
 
 
@@ -93,7 +95,9 @@ def test_sparsity_shape_is_checked(tmp_path: Path) -> None:
 
 
 def test_cfg_json_is_saelens_layout(tmp_path: Path) -> None:
-    save_sae(random_sae("batchtopk"), tmp_path)
+    sae = random_sae("batchtopk")
+    sae.threshold.fill_(0.3)
+    save_sae(sae, tmp_path)
     cfg = json.loads((tmp_path / CFG_FILE).read_text())
     assert cfg["architecture"] == "jumprelu"
     assert (cfg["d_in"], cfg["d_sae"], cfg["apply_b_dec_to_input"]) == (D_IN, D_SAE, True)
@@ -249,3 +253,43 @@ def test_batchtopk_rejects_per_latent_thresholds(tmp_path: Path) -> None:
     save_file(weights, tmp_path / WEIGHTS_FILE)
     with pytest.raises(ValueError, match="load them as architecture 'jumprelu'"):
         load_sae(tmp_path)
+
+
+def test_we_load_saelens_matryoshka_checkpoint(tmp_path: Path, sae_lens) -> None:
+    cfg = sae_lens.MatryoshkaBatchTopKTrainingSAEConfig(
+        d_in=D_IN, d_sae=D_SAE, k=K, matryoshka_widths=[8, 24, D_SAE]
+    )
+    theirs = sae_lens.MatryoshkaBatchTopKTrainingSAE(cfg)
+    _randomise(theirs, seed=7)
+    theirs.topk_threshold = torch.tensor(0.25, dtype=torch.double)
+    theirs.save_model(tmp_path)
+    ours = load_sae(tmp_path)
+    assert ours.cfg.architecture == "matryoshka" and ours.cfg.widths == [8, 24, D_SAE]
+    assert ours.threshold.item() == 0.25
+    x = inputs(seed=8)
+    ours.train()
+    with torch.no_grad():
+        f = theirs.encode(x)
+        torch.testing.assert_close(ours.encode(x), f, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(ours.decode(f), theirs.decode(f), atol=1e-6, rtol=1e-6)
+
+
+def test_matryoshka_losses_equal_saelens_training_pass(tmp_path: Path, sae_lens) -> None:
+    """The reference implementation: SAELens's training SAE on the same weights and batch gives
+    our full and inner-prefix reconstruction losses."""
+    cfg = sae_lens.MatryoshkaBatchTopKTrainingSAEConfig(
+        d_in=D_IN, d_sae=D_SAE, k=K, matryoshka_widths=[8, 24, D_SAE]
+    )
+    theirs = sae_lens.MatryoshkaBatchTopKTrainingSAE(cfg)
+    _randomise(theirs, seed=9)
+    theirs.save_model(tmp_path)
+    ours = load_sae(tmp_path).train()
+    x = inputs(seed=10)
+    step = sae_lens.saes.sae.TrainStepInput(
+        sae_in=x, coefficients={}, dead_neuron_mask=None, n_training_steps=0, is_logging_step=False
+    )
+    reference = theirs.training_forward_pass(step)
+    terms, _ = reconstruction(ours, Batch(x), LossContext())
+    inner = reference.losses["inner_mse_loss_8"] + reference.losses["inner_mse_loss_24"]
+    torch.testing.assert_close(terms["mse"], reference.losses["mse_loss"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(terms["prefix_mse"], inner, rtol=1e-5, atol=1e-6)

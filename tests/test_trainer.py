@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 
@@ -141,6 +143,9 @@ ARCHS = {
     "batchtopk": {"k": 4},
     "jumprelu": {"sparsity_coefficient": 1e-3},
     "gated": {"sparsity_coefficient": 1e-3},
+    "feature_choice": {"k": 4},
+    "mutual_choice": {"k": 4},
+    "matryoshka": {"k": 4},
 }
 
 
@@ -158,3 +163,22 @@ def test_every_architecture_trains_and_resamples(arch, tmp_path):
         assert torch.all(bias[:8] == 0)
     last = trainer.fit(source.batches(64, seed=0, start_step=1))[0]["mse"]
     assert last < 0.75 * first
+
+
+def test_running_density_is_an_average_of_firing_frequencies():
+    """The density handed to loss terms (aux_zipf_loss): the first step's frequencies, then an
+    exponential moving average with weight batch / dead_after_tokens."""
+    torch.manual_seed(0)
+    sae = create(config("topk", d_in=16, d_sae=64, k=4))
+    trainer = Trainer([sae], fast(dead_after_tokens=256))
+    batches = list(itertools.islice(MatrixSource(data()).batches(64, seed=0), 3))
+    trainer.initialise(batches[0])
+    expected = None
+    for rows in batches:
+        with torch.no_grad():
+            x = rows * trainer.input_scale[""]
+            frequency = sae.forward_full(x).codes.fire_counts().double() / 64
+        expected = frequency if expected is None else expected + (64 / 256) * (frequency - expected)
+        trainer.train_step(rows)
+        torch.testing.assert_close(trainer.runs[0].density, expected, rtol=1e-12, atol=1e-15)
+    assert trainer.state_dict()["runs"][0]["density"] is trainer.runs[0].density

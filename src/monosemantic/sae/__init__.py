@@ -4,7 +4,16 @@ Importing the package registers the built-in architectures; an architecture defi
 registers itself the same way (``@registry.register``).
 """
 
-from monosemantic.sae import batchtopk, gated, jumprelu, relu, topk  # noqa: F401 (registers them)
+from monosemantic.sae import (  # noqa: F401 (registers them)
+    batchtopk,
+    feature_choice,
+    gated,
+    jumprelu,
+    matryoshka,
+    mutual_choice,
+    relu,
+    topk,
+)
 from monosemantic.sae.base import SAE, SAEConfig
 from monosemantic.sae.io import load_sae, save_sae
 from monosemantic.sae.registry import ARCHITECTURES, config, create, register

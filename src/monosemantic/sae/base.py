@@ -118,6 +118,8 @@ class LossContext:
     """Warmup factor in [0, 1] applied to sparsity penalties."""
     dead: torch.Tensor | None = None
     """[d_sae] bool: latents that have not fired for a while (AuxK)."""
+    density: torch.Tensor | None = None
+    """[d_sae] float: each latent's running firing frequency per input (aux_zipf_loss)."""
 
 
 Penalties = dict[str, tuple[float, torch.Tensor]]

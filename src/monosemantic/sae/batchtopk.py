@@ -53,6 +53,18 @@ def batch_topk_codes(pre: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(flat).scatter(0, indices, values).reshape(pre.shape)
 
 
+def fold_threshold(threshold: torch.Tensor, smallest: torch.Tensor) -> None:
+    """In place: θ ← the exponential moving average (decay ``THRESHOLD_DECAY``) of ``smallest``,
+    the smallest kept code of a batch; an unset θ (< 0) takes it as is; an infinite ``smallest``
+    (nothing kept) leaves θ alone. Scalars or [d_sae] alike."""
+    smallest = smallest.to(threshold.dtype)
+    seen = torch.isfinite(smallest)
+    moved = torch.where(
+        threshold < 0, smallest, torch.lerp(threshold, smallest, 1 - THRESHOLD_DECAY)
+    )
+    threshold.copy_(torch.where(seen, moved, threshold))
+
+
 @register
 class BatchTopKSAE(SAE):
     config_class = BatchTopKConfig
@@ -60,7 +72,7 @@ class BatchTopKSAE(SAE):
     sweep_axes = {"k": "k"}
     unit_norm_decoder = True
     saelens_architecture = "jumprelu"
-    saelens_reads = ("batchtopk",)
+    saelens_reads: ClassVar[tuple[str, ...]] = ("batchtopk",)
     threshold: torch.Tensor
 
     def __init__(self, cfg: BatchTopKConfig) -> None:
@@ -79,14 +91,7 @@ class BatchTopKSAE(SAE):
     def update_state(self, out: SAEOutput) -> None:
         """Fold the smallest positive code of a training batch into θ."""
         values = out.codes.values
-        kept = values[values > 0]
-        if kept.numel() == 0:
-            return
-        smallest = kept.min().to(self.threshold.dtype)
-        if bool(self.threshold < 0):
-            self.threshold.copy_(smallest)
-        else:
-            self.threshold.lerp_(smallest, 1.0 - THRESHOLD_DECAY)
+        fold_threshold(self.threshold, values.masked_fill(values <= 0, float("inf")).min())
 
     @classmethod
     def config_from_saelens(cls, raw: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,8 @@ from monosemantic.training.objective import Batch, Objective, reconstruction
 
 Batches = Iterable[Step] | Callable[[int], Iterable[Step]]
 CHECKPOINT = "checkpoint.pt"
+UNMEASURED = -1.0
+"""A latent density before the first step."""
 
 
 @dataclass
@@ -124,6 +126,7 @@ class _Run:
     optimizer: torch.optim.Adam
     base_lr: float
     since_fired: torch.Tensor  # [d_sae] inputs since each latent last fired
+    density: torch.Tensor  # [d_sae] running firing frequency per input
 
 
 class Trainer:
@@ -152,7 +155,8 @@ class Trainer:
             lr = cfg.lr if cfg.lr is not None else lr_for_width(sae.d_sae)
             opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=cfg.adam_betas)
             since = torch.zeros(sae.d_sae, dtype=torch.long)
-            self.runs.append(_Run(sae, opt, lr, since))
+            density = torch.full((sae.d_sae,), UNMEASURED, dtype=torch.float64)
+            self.runs.append(_Run(sae, opt, lr, since, density))
 
     def by_hook(self, step: Step) -> dict[str, torch.Tensor]:
         """One step's activations as ``{hook: [batch, d]}``, checked for every hook trained."""
@@ -209,7 +213,11 @@ class Trainer:
             lr = self.cfg.lr_at(self.step, run.base_lr)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
-            ctx = LossContext(sparsity_scale=scale, dead=self.dead_mask(run))
+            ctx = LossContext(
+                sparsity_scale=scale,
+                dead=self.dead_mask(run),
+                density=None if run.density[0] < 0 else run.density.float(),
+            )
             terms, out = self.objective(sae, Batch(x), ctx)
             if not torch.isfinite(terms["loss"]):
                 raise FloatingPointError(
@@ -225,8 +233,10 @@ class Trainer:
                 if sae.unit_norm_decoder:
                     sae.normalize_decoder()
                 sae.update_state(out)
+                fired = out.codes.fire_counts()
                 run.since_fired += x.shape[0]
-                run.since_fired[out.codes.fire_counts() > 0] = 0
+                run.since_fired[fired > 0] = 0
+                self.track_density(run, fired, x.shape[0])
                 if self.cfg.resample_every and (self.step + 1) % self.cfg.resample_every == 0:
                     self.resample(run, x)
                 logs[str(i)] = {
@@ -238,6 +248,15 @@ class Trainer:
                 }
         self.step += 1
         return logs
+
+    def track_density(self, run: _Run, fired: torch.Tensor, rows: int) -> None:
+        """Fold a step's firing frequencies into the running density: an exponential moving
+        average over roughly the last ``dead_after_tokens`` inputs; the first step sets it."""
+        frequency = fired.double() / rows
+        if run.density[0] < 0:
+            run.density.copy_(frequency)
+        else:
+            run.density.lerp_(frequency, min(1.0, rows / self.cfg.dead_after_tokens))
 
     def prepare_gradients(self, sae: SAE) -> None:
         """Everything between backward and the optimiser step, in one place: the decoder-norm
@@ -295,6 +314,7 @@ class Trainer:
                     "sae": r.sae.state_dict(),
                     "optimizer": r.optimizer.state_dict(),
                     "since_fired": r.since_fired,
+                    "density": r.density,
                 }
                 for r in self.runs
             ],
@@ -313,6 +333,7 @@ class Trainer:
             run.sae.load_state_dict(saved["sae"])
             run.optimizer.load_state_dict(saved["optimizer"])
             run.since_fired.copy_(saved["since_fired"])
+            run.density.copy_(saved["density"])
 
     def save_checkpoint(self) -> Path:
         assert self.out_dir is not None

@@ -1,0 +1,94 @@
+"""Feature Choice SAE (Ayonrinde 2024, "Adaptive Sparse Allocation with Mutual Choice & Feature
+Choice Sparse Autoencoders", arXiv 2411.02124).
+
+TopK lets every token choose k latents; Feature Choice lets every latent choose its tokens. Over
+a training batch's score matrix ReLU(pre) [N, d_sae], latent i keeps its own top m_i tokens with
+Σ m_i = k·N: every latent gets m = ⌊k·N / d_sae⌋, and the remainder r = k·N − m·d_sae goes to the
+r latents whose (m+1)-th best token scores highest. So no latent is left unselected (when
+k·N ≥ d_sae), while a token may use any number of latents:
+
+    pre   = (x − b_dec) W_enc + b_enc                                       [N, d_sae]
+    f     = ReLU(pre) ⊙ S,   S[:, i] = 1 on latent i's top m_i tokens
+    loss  = ‖x − x̂‖² + α · aux_zipf_loss                                    (sae/aux_zipf.py)
+
+Inference (``sae.eval()``) cannot depend on the batch. We use a learned per-latent threshold,
+θ_i = an exponential moving average (decay 0.99 per step, the first batch sets it) of the
+smallest positive activation latent i kept in each training batch, and f = pre · 1{pre > θ_i}.
+This is our choice (the paper's inference section could not be read here); it keeps each latent
+near its training-time density. A latent that never kept a positive activation never fires; until
+any θ is estimated inference falls back to feature choice over the given batch. Saved as
+SAELens's ``jumprelu`` with these thresholds, which computes the same codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from monosemantic.sae.aux_zipf import zipf_penalties
+from monosemantic.sae.base import SAE, LossContext, Penalties, SAEOutput
+from monosemantic.sae.batchtopk import UNSET, fold_threshold
+from monosemantic.sae.registry import register
+from monosemantic.sae.topk import TopKConfig
+
+
+@dataclass(kw_only=True)
+class FeatureChoiceConfig(TopKConfig):
+    """TopK's fields; ``k`` is the mean number of active latents per input, and
+    ``aux_coefficient`` weighs aux_zipf_loss."""
+
+    architecture: ClassVar[str] = "feature_choice"
+
+
+def feature_choice_mask(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """[N, d_sae] -> bool [N, d_sae]: each latent's top m_i entries of ReLU(pre) over the N rows,
+    Σ m_i = min(k·N, N·d_sae) (see the module docstring for m_i)."""
+    n, d_sae = pre.shape
+    m, extra = divmod(k * n, d_sae)
+    take = min(n, m + (extra > 0))
+    scores, rows = pre.relu().topk(take, dim=0)  # [take, d_sae], best first
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    if take == m + 1:  # the remainder: the strongest (m+1)-th choices win
+        keep[m] = False
+        keep[m, scores[m].topk(extra, sorted=False).indices] = True
+    return torch.zeros(n, d_sae, dtype=torch.bool).scatter(0, rows, keep)
+
+
+@register
+class FeatureChoiceSAE(SAE):
+    config_class = FeatureChoiceConfig
+    cfg: FeatureChoiceConfig
+    sweep_axes = {"k": "k"}
+    unit_norm_decoder = True
+    saelens_architecture = "jumprelu"
+    threshold: torch.Tensor
+
+    def __init__(self, cfg: FeatureChoiceConfig) -> None:
+        super().__init__(cfg)
+        self.register_buffer("threshold", torch.full((cfg.d_sae,), UNSET, dtype=self.b_enc.dtype))
+
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:
+        if self.training or bool((self.threshold < 0).all()):
+            flat = pre.reshape(-1, pre.shape[-1])
+            return (flat.relu() * feature_choice_mask(flat, self.cfg.k)).reshape(pre.shape)
+        return pre * (pre > self.inference_threshold())
+
+    def inference_threshold(self) -> torch.Tensor:
+        """[d_sae] θ, +inf for latents whose θ was never estimated."""
+        return self.threshold.masked_fill(self.threshold < 0, float("inf"))
+
+    def penalties(self, out: SAEOutput, target: torch.Tensor, ctx: LossContext) -> Penalties:
+        return zipf_penalties(self, self.cfg, out, target, ctx)
+
+    @torch.no_grad()
+    def update_state(self, out: SAEOutput) -> None:
+        """Fold each latent's smallest positive kept code of a training batch into its θ."""
+        codes = out.codes.dense()
+        smallest = codes.masked_fill(codes <= 0, float("inf")).min(0).values
+        fold_threshold(self.threshold, smallest)
+
+    def export_state(self) -> dict[str, torch.Tensor]:
+        """SAELens's JumpReLU layout; an unestimated θ is +inf (the latent never fires)."""
+        return {**super().export_state(), "threshold": self.inference_threshold().contiguous()}
