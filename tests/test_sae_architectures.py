@@ -10,6 +10,7 @@ from monosemantic.sae.base import SAE, LossContext, SAEConfig
 from monosemantic.sae.batchtopk import THRESHOLD_DECAY, BatchTopKSAE
 from monosemantic.sae.feature_choice import FeatureChoiceSAE
 from monosemantic.sae.gated import GatedSAE
+from monosemantic.sae.groupmax import GroupMaxSAE
 from monosemantic.sae.jumprelu import JumpReLUSAE, heaviside, jumprelu
 from monosemantic.sae.matryoshka import MatryoshkaSAE
 from monosemantic.sae.mutual_choice import MutualChoiceSAE
@@ -56,6 +57,7 @@ def test_registry_holds_every_architecture() -> None:
         "feature_choice": FeatureChoiceSAE,
         "mutual_choice": MutualChoiceSAE,
         "matryoshka": MatryoshkaSAE,
+        "groupmax": GroupMaxSAE,
     }
     assert expected == ARCHITECTURES
 
@@ -114,6 +116,27 @@ def test_batchtopk_eval_uses_the_threshold() -> None:
         torch.testing.assert_close(f, pre * (pre > 0.4), rtol=0, atol=0)
         # rows are independent in eval mode: encoding one row alone gives the same codes
         torch.testing.assert_close(sae.encode(x[:1]), f[:1])
+
+
+def test_groupmax_keeps_each_groups_largest() -> None:
+    """Brute force over the k contiguous groups of d_sae / k latents; the sparse path's
+    reconstruction equals decoding the dense codes."""
+    sae = make("groupmax")
+    x = batch()
+    with torch.no_grad():
+        pre, f, out = sae.pre_acts(x), sae.encode(x), sae.forward_full(x)
+    size = D_SAE // K
+    expected = torch.zeros_like(pre)
+    for row in range(BATCH):
+        for g in range(K):
+            block = pre[row, g * size : (g + 1) * size].relu()
+            expected[row, g * size + int(block.argmax())] = block.max()
+    torch.testing.assert_close(f, expected, rtol=0, atol=0)
+    torch.testing.assert_close(out.codes.dense(), expected, rtol=0, atol=0)
+    torch.testing.assert_close(out.x_hat, sae.decode(expected))
+    assert bool((out.codes.indices // size == torch.arange(K)).all()), "one latent per group"
+    with pytest.raises(ConfigError, match=r"k=5 is invalid: expected a divisor of d_sae=48"):
+        config("groupmax", d_in=D_IN, d_sae=D_SAE, k=5)
 
 
 # --- JumpReLU -----------------------------------------------------------------------------------
@@ -185,6 +208,44 @@ def test_jumprelu_sae_l0_gradient_reaches_log_threshold_by_chain_rule() -> None:
         d_theta = lam * (-(1 / eps) * window).sum(0) / BATCH
     assert window.any()
     torch.testing.assert_close(sae.log_threshold.grad, theta * d_theta)
+
+
+def test_jumprelu_tanh_loss_and_its_threshold_gradient() -> None:
+    """λ Σ tanh(c f ‖W_dec‖) by hand; its gradient reaches θ only through JumpReLU's estimator:
+    ∂/∂θ_i = λ Σ_b c n_i sech²(c f n_i) · (−θ_i/ε) K((pre − θ_i)/ε), per log θ times θ."""
+    lam, c, eps = 0.3, 4.0, 0.5
+    sae = make("jumprelu", jumprelu_bandwidth=eps, jumprelu_sparsity_loss="tanh")
+    sae.cfg.sparsity_coefficient = lam
+    x = batch()
+    out = sae.forward_full(x)
+    terms = sae.penalties(out, x, LossContext())
+    assert set(terms) == {"tanh"}
+    weight, value = terms["tanh"]
+    norms = sae.W_dec.norm(dim=-1).detach()
+    f, pre, theta = out.codes.dense(), out.pre.detach(), sae.threshold.detach()
+    torch.testing.assert_close(value, (c * f * norms).tanh().sum(-1).mean())
+    (weight * value).backward()
+    window = ((pre - theta).abs() < eps / 2).double()
+    sech2 = 1 - (c * f.detach() * norms).tanh().pow(2)
+    d_theta = (lam * c * norms * sech2 * (-(theta / eps)) * window).sum(0) / BATCH
+    assert window.sum() > 0
+    torch.testing.assert_close(sae.log_threshold.grad, d_theta * theta, rtol=1e-10, atol=1e-12)
+
+
+def test_jumprelu_pre_act_loss_pulls_dead_latents_to_their_thresholds() -> None:
+    sae = make("jumprelu", pre_act_loss_coefficient=3e-6)
+    x = batch()
+    out = sae.forward_full(x)
+    dead = torch.zeros(D_SAE, dtype=torch.bool)
+    dead[:5] = True
+    terms = sae.penalties(out, x, LossContext(dead=dead))
+    weight, value = terms["pre_act"]
+    norms = sae.W_dec.norm(dim=-1)
+    by_hand = ((sae.threshold - out.pre).relu()[:, :5] * norms[:5]).sum(-1).mean()
+    assert weight == 3e-6 and value.item() > 0
+    torch.testing.assert_close(value, by_hand)
+    no_dead = sae.penalties(out, x, LossContext(dead=torch.zeros(D_SAE, dtype=torch.bool)))
+    assert no_dead["pre_act"][1].item() == 0.0
 
 
 # --- Gated and ReLU -----------------------------------------------------------------------------

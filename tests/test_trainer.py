@@ -146,6 +146,7 @@ ARCHS = {
     "feature_choice": {"k": 4},
     "mutual_choice": {"k": 4},
     "matryoshka": {"k": 4},
+    "groupmax": {"k": 4},
 }
 
 

@@ -8,6 +8,7 @@ from monosemantic.sae import (  # noqa: F401 (registers them)
     batchtopk,
     feature_choice,
     gated,
+    groupmax,
     jumprelu,
     matryoshka,
     mutual_choice,

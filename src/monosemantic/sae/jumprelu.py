@@ -3,7 +3,16 @@ JumpReLU Sparse Autoencoders", arXiv 2407.14435).
 
     pre   = (x − b_dec) W_enc + b_enc
     f     = pre ⊙ H(pre − θ),   θ = exp(log_threshold) > 0 per latent
-    loss  = ‖x − x̂‖² + λ Σ_i H(pre_i − θ_i),   λ = sparsity_coefficient
+    loss  = ‖x − x̂‖² + λ Σ_i H(pre_i − θ_i),   λ = sparsity_coefficient           ("step")
+
+or, with ``jumprelu_sparsity_loss="tanh"`` (SAELens's ``jumprelu_sparsity_loss_mode="tanh"``,
+after Anthropic's 2025 training update), a smooth count of the decoder-norm-weighted codes, with
+an optional pre-activation penalty that pulls dead latents up to their thresholds:
+
+    loss  = ‖x − x̂‖² + λ Σ_i tanh(c · f_i ‖W_dec,i‖) + μ Σ_{i dead} ReLU(θ_i − pre_i) ‖W_dec,i‖
+
+c = ``jumprelu_tanh_scale`` (4), μ = ``pre_act_loss_coefficient`` (0: off; SAELens suggests
+3e-6), sums averaged over the batch; f's gradient reaches θ through the estimator below.
 
 H has no useful derivative, so both functions get straight-through pseudo-derivatives with the
 rectangle kernel K(u) = 1{|u| < ½} and bandwidth ε = ``jumprelu_bandwidth``:
@@ -81,6 +90,9 @@ def heaviside(pre: torch.Tensor, theta: torch.Tensor, bandwidth: float) -> torch
     return out
 
 
+SPARSITY_LOSSES = ("step", "tanh")
+
+
 @dataclass(kw_only=True)
 class JumpReLUConfig(ReluConfig):
     """λ weighs the L0 penalty."""
@@ -90,9 +102,28 @@ class JumpReLUConfig(ReluConfig):
     """ε of the rectangle kernel in JumpReLU's straight-through estimators."""
     jumprelu_init_threshold: float = 1e-3
     """θ of every latent before training."""
+    jumprelu_sparsity_loss: str = "step"
+    """step: λ·L0 through the Heaviside estimator; tanh: λ·Σ tanh(c·f·‖W_dec‖) (SAELens)."""
+    jumprelu_tanh_scale: float = 4.0
+    """c of the tanh sparsity loss."""
+    pre_act_loss_coefficient: float = 0.0
+    """μ: weight of Σ_dead ReLU(θ − pre)·‖W_dec‖, which revives dead latents (0: off)."""
 
     def validate(self) -> None:
         super().validate()
+        check(
+            self.jumprelu_sparsity_loss in SPARSITY_LOSSES,
+            "jumprelu_sparsity_loss",
+            self.jumprelu_sparsity_loss,
+            f"one of {', '.join(SPARSITY_LOSSES)}",
+        )
+        check(self.jumprelu_tanh_scale > 0, "jumprelu_tanh_scale", self.jumprelu_tanh_scale, "> 0")
+        check(
+            self.pre_act_loss_coefficient >= 0,
+            "pre_act_loss_coefficient",
+            self.pre_act_loss_coefficient,
+            ">= 0",
+        )
         check(self.jumprelu_bandwidth > 0, "jumprelu_bandwidth", self.jumprelu_bandwidth, "> 0")
         check(
             self.jumprelu_init_threshold > 0,
@@ -124,15 +155,34 @@ class JumpReLUSAE(SAE):
         return jumprelu(pre, self.threshold, self.cfg.jumprelu_bandwidth)
 
     def penalties(self, out: SAEOutput, target: torch.Tensor, ctx: LossContext) -> Penalties:
-        """``l0`` = Σ_i H(pre_i − θ_i) averaged over the batch, weighted by λ."""
-        l0 = heaviside(out.pre, self.threshold, self.cfg.jumprelu_bandwidth).sum(-1).mean()
-        return {"l0": (ctx.sparsity_scale * self.cfg.sparsity_coefficient, l0)}
+        """``l0`` = Σ_i H(pre_i − θ_i) (step) or ``tanh`` = Σ_i tanh(c f_i ‖W_dec,i‖), averaged
+        over the batch and weighted by λ; ``pre_act`` for dead latents when μ > 0."""
+        cfg = self.cfg
+        weight = ctx.sparsity_scale * cfg.sparsity_coefficient
+        norms = self.W_dec.norm(dim=-1)
+        if cfg.jumprelu_sparsity_loss == "tanh":
+            smooth = (cfg.jumprelu_tanh_scale * out.codes.dense() * norms).tanh()
+            terms: Penalties = {"tanh": (weight, smooth.sum(-1).mean())}
+        else:
+            l0 = heaviside(out.pre, self.threshold, cfg.jumprelu_bandwidth).sum(-1).mean()
+            terms = {"l0": (weight, l0)}
+        if cfg.pre_act_loss_coefficient > 0:
+            dead = ctx.dead if ctx.dead is not None else torch.zeros_like(norms, dtype=torch.bool)
+            below = (self.threshold - out.pre).relu() * (dead * norms)
+            terms["pre_act"] = (cfg.pre_act_loss_coefficient, below.sum(-1).mean())
+        return terms
 
     @classmethod
     def config_from_saelens(cls, raw: dict[str, Any]) -> dict[str, Any]:
-        fields = {"sparsity_coefficient": float(raw.get("l0_coefficient", 0.0))}
-        names = ("jumprelu_bandwidth", "jumprelu_init_threshold")
-        return {**fields, **{name: raw[name] for name in names if name in raw}}
+        details = {**(raw.get("metadata") or {}).get("training_architecture_details", {}), **raw}
+        fields: dict[str, Any] = {
+            "sparsity_coefficient": float(details.get("l0_coefficient") or 0.0),
+            "pre_act_loss_coefficient": float(details.get("pre_act_loss_coefficient") or 0.0),
+        }
+        if details.get("jumprelu_sparsity_loss_mode") in SPARSITY_LOSSES:
+            fields["jumprelu_sparsity_loss"] = details["jumprelu_sparsity_loss_mode"]
+        names = ("jumprelu_bandwidth", "jumprelu_init_threshold", "jumprelu_tanh_scale")
+        return {**fields, **{name: details[name] for name in names if name in details}}
 
     def export_state(self) -> dict[str, torch.Tensor]:
         """SAELens names: θ as ``threshold``. Computed in float64 and cast, so save → load gives
