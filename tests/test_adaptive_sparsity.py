@@ -82,7 +82,7 @@ def test_feature_choice_thresholds_are_running_means_of_each_latents_smallest_ke
         _, out = reconstruction(sae, Batch(inputs(seed)), LossContext())
         f = out.codes.dense().detach()
         smallest.append(f.masked_fill(f <= 0, float("inf")).min(0).values)
-        sae.update_state(out)
+        sae.update_state(out, LossContext())
     both = torch.isfinite(smallest[0]) & torch.isfinite(smallest[1])
     expected = THRESHOLD_DECAY * smallest[0] + (1 - THRESHOLD_DECAY) * smallest[1]
     torch.testing.assert_close(sae.threshold[both], expected[both], rtol=1e-12, atol=0)

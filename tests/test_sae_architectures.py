@@ -14,6 +14,7 @@ from monosemantic.sae.groupmax import GroupMaxSAE
 from monosemantic.sae.jumprelu import JumpReLUSAE, heaviside, jumprelu
 from monosemantic.sae.matryoshka import MatryoshkaSAE
 from monosemantic.sae.mutual_choice import MutualChoiceSAE
+from monosemantic.sae.p_anneal import PAnnealSAE
 from monosemantic.sae.registry import ARCHITECTURES, architecture_fields, config, create
 from monosemantic.sae.relu import ReluSAE
 from monosemantic.sae.topk import TopKSAE
@@ -58,6 +59,7 @@ def test_registry_holds_every_architecture() -> None:
         "mutual_choice": MutualChoiceSAE,
         "matryoshka": MatryoshkaSAE,
         "groupmax": GroupMaxSAE,
+        "p_anneal": PAnnealSAE,
     }
     assert expected == ARCHITECTURES
 
@@ -97,7 +99,7 @@ def test_batchtopk_threshold_is_running_mean_of_smallest_kept() -> None:
         _, out = loss_terms(sae, batch(seed))
         f = out.codes.dense()
         smallest.append(f[f > 0].min().item())
-        sae.update_state(out)
+        sae.update_state(out, LossContext())
     expected = THRESHOLD_DECAY * smallest[0] + (1 - THRESHOLD_DECAY) * smallest[1]
     assert sae.threshold.item() == pytest.approx(expected, rel=1e-12)
     loss_terms(sae, batch(3))

@@ -147,6 +147,7 @@ ARCHS = {
     "mutual_choice": {"k": 4},
     "matryoshka": {"k": 4},
     "groupmax": {"k": 4},
+    "p_anneal": {"sparsity_coefficient": 1e-3},
 }
 
 

@@ -12,6 +12,7 @@ from monosemantic.sae import (  # noqa: F401 (registers them)
     jumprelu,
     matryoshka,
     mutual_choice,
+    p_anneal,
     relu,
     topk,
 )

@@ -120,6 +120,10 @@ class LossContext:
     """[d_sae] bool: latents that have not fired for a while (AuxK)."""
     density: torch.Tensor | None = None
     """[d_sae] float: each latent's running firing frequency per input (aux_zipf_loss)."""
+    step: int = 0
+    """The training step being taken (0-based), for loss terms with a schedule."""
+    steps: int = 1
+    """The run's number of steps."""
 
 
 Penalties = dict[str, tuple[float, torch.Tensor]]
@@ -222,9 +226,17 @@ class SAE(nn.Module, abc.ABC):
         return {}
 
     @torch.no_grad()
-    def update_state(self, out: SAEOutput) -> None:
-        """Update non-gradient training state from a training step's output (after the
-        optimiser step). Base: nothing."""
+    def update_state(self, out: SAEOutput, ctx: LossContext) -> None:
+        """Update non-gradient state from a training step's output (after the optimiser step;
+        ``ctx`` is the step's context). Base: nothing."""
+
+    def training_state(self) -> dict[str, torch.Tensor]:
+        """State that only training needs (schedules, running statistics), checkpointed by the
+        trainer but not part of the saved dictionary. Base: none."""
+        return {}
+
+    def load_training_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of ``training_state``."""
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:

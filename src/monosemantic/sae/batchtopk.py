@@ -88,7 +88,7 @@ class BatchTopKSAE(SAE):
         return topk_penalties(self, self.cfg, out, target, ctx)
 
     @torch.no_grad()
-    def update_state(self, out: SAEOutput) -> None:
+    def update_state(self, out: SAEOutput, ctx: LossContext) -> None:
         """Fold the smallest positive code of a training batch into θ."""
         values = out.codes.values
         fold_threshold(self.threshold, values.masked_fill(values <= 0, float("inf")).min())

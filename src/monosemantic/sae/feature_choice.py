@@ -83,7 +83,7 @@ class FeatureChoiceSAE(SAE):
         return zipf_penalties(self, self.cfg, out, target, ctx)
 
     @torch.no_grad()
-    def update_state(self, out: SAEOutput) -> None:
+    def update_state(self, out: SAEOutput, ctx: LossContext) -> None:
         """Fold each latent's smallest positive kept code of a training batch into its θ."""
         codes = out.codes.dense()
         smallest = codes.masked_fill(codes <= 0, float("inf")).min(0).values

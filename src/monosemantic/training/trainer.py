@@ -217,6 +217,8 @@ class Trainer:
                 sparsity_scale=scale,
                 dead=self.dead_mask(run),
                 density=None if run.density[0] < 0 else run.density.float(),
+                step=self.step,
+                steps=self.cfg.steps,
             )
             terms, out = self.objective(sae, Batch(x), ctx)
             if not torch.isfinite(terms["loss"]):
@@ -232,7 +234,7 @@ class Trainer:
             with torch.no_grad():
                 if sae.unit_norm_decoder:
                     sae.normalize_decoder()
-                sae.update_state(out)
+                sae.update_state(out, ctx)
                 fired = out.codes.fire_counts()
                 run.since_fired += x.shape[0]
                 run.since_fired[fired > 0] = 0
@@ -315,6 +317,7 @@ class Trainer:
                     "optimizer": r.optimizer.state_dict(),
                     "since_fired": r.since_fired,
                     "density": r.density,
+                    "training_state": r.sae.training_state(),
                 }
                 for r in self.runs
             ],
@@ -334,6 +337,7 @@ class Trainer:
             run.optimizer.load_state_dict(saved["optimizer"])
             run.since_fired.copy_(saved["since_fired"])
             run.density.copy_(saved["density"])
+            run.sae.load_training_state(saved["training_state"])
 
     def save_checkpoint(self) -> Path:
         assert self.out_dir is not None
