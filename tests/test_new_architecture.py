@@ -120,7 +120,7 @@ def test_the_command_line_offers_its_fields(shrink_registered, matrix, tmp_path,
     assert main([*args, "--k", "4", *fast, "--out", str(out)]) == 2
     assert (
         "k does not apply to architecture shrink (it belongs to batchtopk, feature_choice, "
-        "groupmax, matryoshka, mutual_choice, topk)" in (capsys.readouterr().err)
+        "groupmax, matching_pursuit, matryoshka, mutual_choice, topk)" in (capsys.readouterr().err)
     )
 
 

@@ -238,9 +238,9 @@ def test_unknown_architecture(tmp_path: Path) -> None:
     save_sae(random_sae("standard"), tmp_path)
     cfg = json.loads((tmp_path / CFG_FILE).read_text())
     del cfg["metadata"]["monosemantic"]
-    cfg["architecture"] = "matching_pursuit"
+    cfg["architecture"] = "temporal"
     (tmp_path / CFG_FILE).write_text(json.dumps(cfg))
-    with pytest.raises(SAEFormatError, match="architecture 'matching_pursuit' cannot be loaded"):
+    with pytest.raises(SAEFormatError, match="architecture 'temporal' cannot be loaded"):
         load_sae(tmp_path)
     cfg["metadata"]["monosemantic"] = {**random_sae("standard").cfg.to_dict(), "architecture": "x"}
     (tmp_path / CFG_FILE).write_text(json.dumps(cfg))

@@ -51,7 +51,7 @@ def top_activations(
     for start in range(0, n, batch_size):
         acts = forward_activations(model, tokens[start : start + batch_size], [hook])
         x = acts[str(HookPoint.parse(hook))]
-        codes = sae.encode(x.reshape(-1, x.shape[-1]).to(sae.W_enc.dtype)).float()  # [b·ctx, F]
+        codes = sae.encode(x.reshape(-1, x.shape[-1]).to(sae.W_dec.dtype)).float()  # [b·ctx, F]
         if exclude is not None:
             codes[exclude[start : start + batch_size].reshape(-1)] = 0.0
         codes = codes.T  # [F, b·ctx]

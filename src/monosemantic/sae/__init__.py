@@ -10,6 +10,7 @@ from monosemantic.sae import (  # noqa: F401 (registers them)
     gated,
     groupmax,
     jumprelu,
+    matching_pursuit,
     matryoshka,
     mutual_choice,
     p_anneal,

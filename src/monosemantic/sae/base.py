@@ -157,9 +157,14 @@ class SAE(nn.Module, abc.ABC):
         w_dec = torch.randn(cfg.d_sae, cfg.d_in, dtype=torch.float32)
         w_dec = w_dec / w_dec.norm(dim=1, keepdim=True)
         self.W_dec = nn.Parameter(w_dec.to(dtype))
-        self.W_enc = nn.Parameter(w_dec.T.clone().to(dtype))  # tied initialisation
-        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
+        self.init_encoder(w_dec.to(dtype))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
+
+    def init_encoder(self, w_dec: torch.Tensor) -> None:
+        """Create the encoder's parameters from the initial decoder [d_sae, d_in]: W_enc = W_decᵀ
+        (tied initialisation) and b_enc = 0. An architecture without an encoder overrides it."""
+        self.W_enc = nn.Parameter(w_dec.T.clone())
+        self.b_enc = nn.Parameter(torch.zeros(w_dec.shape[0], dtype=w_dec.dtype))
 
     @property
     def architecture(self) -> str:

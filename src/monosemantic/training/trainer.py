@@ -209,7 +209,7 @@ class Trainer:
         scale = self.cfg.sparsity_scale_at(self.step)
         for i, run in enumerate(self.runs):
             sae = run.sae
-            x = (acts[sae.cfg.hook] * self.input_scale[sae.cfg.hook]).to(sae.W_enc.dtype)
+            x = (acts[sae.cfg.hook] * self.input_scale[sae.cfg.hook]).to(sae.W_dec.dtype)
             lr = self.cfg.lr_at(self.step, run.base_lr)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
@@ -290,11 +290,13 @@ class Trainer:
         alive = ~self.dead_mask(run)
         enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
         sae.W_dec[dead] = directions.to(sae.W_dec.dtype)
-        sae.W_enc[:, dead] = (directions.T * 0.2 * enc_norm).to(sae.W_enc.dtype)
+        resets: list[tuple[torch.nn.Parameter, tuple[Any, ...]]] = [(sae.W_dec, (dead,))]
+        if isinstance(sae.W_enc, torch.nn.Parameter):  # not an encoder-free SAE's W_decᵀ
+            sae.W_enc[:, dead] = (directions.T * 0.2 * enc_norm).to(sae.W_dec.dtype)
+            resets.append((sae.W_enc, (slice(None), dead)))
         biases = sae.latent_biases()
         for bias in biases:
             bias[dead] = 0.0
-        resets = [(sae.W_dec, (dead,)), (sae.W_enc, (slice(None), dead))]
         for param, index in resets + [(bias, (dead,)) for bias in biases]:
             state = run.optimizer.state.get(param, {})
             for key in ("exp_avg", "exp_avg_sq"):
