@@ -3,9 +3,10 @@
 The trainer does not know where activations come from: each step is a tensor [batch, d_in] or a
 mapping ``{hook: [batch, d_hook]}`` (one model pass at several hook points); each SAE reads the
 entry of its ``cfg.hook``, so SAEs of different widths and inputs train in one run. Per step, for
-every SAE: the objective's loss terms (``objective.reconstruction`` by default), Adam with LR
-warmup and linear decay, sparsity warmup, and after backward one place for the gradients (decoder
-rows kept at unit norm by projection where the architecture asks, clipping); then the
+every SAE: the objective's loss terms (``objective.reconstruction`` by default), Adam (or Signum,
+Muon: ``optimizers.py``) with LR warmup and linear decay, sparsity warmup, and after backward one
+place for the gradients (decoder rows kept at unit norm by projection where the architecture
+asks, clipping); then the
 architecture's own state update, dead-latent tracking (for AuxK and resampling) and optional
 Anthropic-style resampling. Inputs are scaled per hook so that E‖x‖² = 1; the scale is folded
 into the weights when training ends, so the returned SAEs act on raw activations. Checkpoints are
@@ -15,7 +16,6 @@ atomic and ``resume=True`` continues bit-for-bit.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from monosemantic.data.store import Step, check_finite
 from monosemantic.files import atomic_write
 from monosemantic.sae.base import SAE, LossContext
 from monosemantic.training.objective import Batch, Objective, reconstruction
+from monosemantic.training.optimizers import OPTIMIZERS, default_lr, make_optimizer
 
 Batches = Iterable[Step] | Callable[[int], Iterable[Step]]
 CHECKPOINT = "checkpoint.pt"
@@ -44,8 +45,12 @@ class TrainConfig:
     """Optimisation steps (one batch each)."""
     batch_size: int = 4096
     """Activations per batch."""
+    optimizer: str = "adam"
+    """adam | signum (sign of the momentum) | muon (orthogonalised momentum for matrices, Adam
+    for biases); see training/optimizers.py."""
     lr: float | None = None
-    """Adam learning rate; None: 2e-4 / sqrt(d_sae / 2^14) per SAE (Gao et al. 2024)."""
+    """Learning rate; None: per SAE, adam 2e-4 and signum 5e-3 times sqrt(2^14 / d_sae) (Gao et
+    al. 2024's width scaling), muon 2e-3."""
     adam_betas: tuple[float, float] = (0.9, 0.999)
     """Adam β1 β2 (JumpReLU's paper uses β1 = 0)."""
     lr_warmup_steps: int = 0
@@ -76,6 +81,7 @@ class TrainConfig:
         self.adam_betas = (float(self.adam_betas[0]), float(self.adam_betas[1]))
         check(self.steps > 0, "steps", self.steps, "a positive integer")
         check(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
+        check(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
         check(self.lr is None or self.lr > 0, "lr", self.lr, "a positive float or None")
         check(
             0 <= self.lr_decay_fraction <= 1,
@@ -123,7 +129,7 @@ class _Run:
     """One SAE's training state."""
 
     sae: SAE
-    optimizer: torch.optim.Adam
+    optimizer: torch.optim.Optimizer
     base_lr: float
     since_fired: torch.Tensor  # [d_sae] inputs since each latent last fired
     density: torch.Tensor  # [d_sae] running firing frequency per input
@@ -152,8 +158,8 @@ class Trainer:
         """Per hook point: the factor that makes E‖x‖² = 1."""
         self.runs = []
         for sae in saes:
-            lr = cfg.lr if cfg.lr is not None else lr_for_width(sae.d_sae)
-            opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=cfg.adam_betas)
+            lr = cfg.lr if cfg.lr is not None else default_lr(cfg.optimizer, sae.d_sae)
+            opt = make_optimizer(cfg.optimizer, sae.parameters(), lr, cfg.adam_betas)
             since = torch.zeros(sae.d_sae, dtype=torch.long)
             density = torch.full((sae.d_sae,), UNMEASURED, dtype=torch.float64)
             self.runs.append(_Run(sae, opt, lr, since, density))
@@ -298,10 +304,9 @@ class Trainer:
         for bias in biases:
             bias[dead] = 0.0
         for param, index in resets + [(bias, (dead,)) for bias in biases]:
-            state = run.optimizer.state.get(param, {})
-            for key in ("exp_avg", "exp_avg_sq"):
-                if key in state:
-                    state[key][index] = 0.0
+            for moment in run.optimizer.state.get(param, {}).values():
+                if isinstance(moment, torch.Tensor) and moment.shape == param.shape:
+                    moment[index] = 0.0  # Adam's moments, Signum's and Muon's momentum
         run.since_fired[dead] = 0
         return int(dead.numel())
 
@@ -449,8 +454,3 @@ def geometric_median(points: torch.Tensor, iters: int = 100, tol: float = 1e-6) 
         if moved <= tol * max(1.0, median.norm().item()):
             break
     return median.float()
-
-
-def lr_for_width(d_sae: int) -> float:
-    """Gao et al. 2024's learning-rate scaling: 2e-4 / sqrt(d_sae / 2^14)."""
-    return 2e-4 / math.sqrt(d_sae / 2**14)
