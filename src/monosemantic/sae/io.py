@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from monosemantic.config import ConfigError
 from monosemantic.files import atomic_write
+from monosemantic.sae import peers
 from monosemantic.sae.base import SAE, SAEConfig
 from monosemantic.sae.registry import ARCHITECTURES, config_from_dict, create, reading_saelens
 
@@ -71,13 +72,20 @@ def save_sae(sae: SAE, folder: str | Path, *, sparsity: torch.Tensor | None = No
 
 
 def load_sae(folder: str | Path) -> SAE:
-    """Load an SAE written by ``save_sae`` or by SAELens's ``save_model``: on CPU, in cfg's dtype,
-    in eval mode (BatchTopK then uses its threshold; call ``.train()`` to train it further)."""
+    """Load an SAE written by ``save_sae`` or by SAELens's ``save_model``, or one that sparsify or
+    dictionary_learning saved (``peers.py``): on CPU, in the file's dtype, in eval mode (BatchTopK
+    then uses its threshold; call ``.train()`` to train it further)."""
     folder = Path(folder)
+    if peers.is_dictionary_learning(folder):
+        return peers.load_dictionary_learning(folder)
     if not folder.is_dir():
         raise FileNotFoundError(
-            f"no SAE folder {folder}: expected a directory holding {CFG_FILE} and {WEIGHTS_FILE}"
+            f"no SAE folder {folder}: expected a directory holding {CFG_FILE} and {WEIGHTS_FILE} "
+            f"(SAELens layout), {peers.SPARSIFY_WEIGHTS} (sparsify) or "
+            f"{peers.DICTIONARY_LEARNING_WEIGHTS} (dictionary_learning)"
         )
+    if not (folder / WEIGHTS_FILE).exists() and peers.is_sparsify(folder):
+        return peers.load_sparsify(folder)
     raw = _read_json(folder / CFG_FILE)
     weights = _read_safetensors(folder / WEIGHTS_FILE)
     ours = (raw.get("metadata") or {}).get(META_KEY)
