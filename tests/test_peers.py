@@ -172,3 +172,12 @@ def test_info_reads_a_peer_dictionary(tmp_path: Path, sparsify, capsys) -> None:
     assert main(["info", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert '"architecture": "topk"' in out and f"W_dec        ({F}, {D}) float32" in out
+
+
+def test_eval_takes_the_hook_of_a_peer_dictionary_from_the_command_line(tmp_path, sparsify):
+    from monosemantic.cli import build_parser
+
+    sparsify.SparseCoder(D, sparsify.SparseCoderConfig(num_latents=F, k=K)).save_to_disk(tmp_path)
+    args = build_parser().parse_args(["eval", str(tmp_path), "--hook", "model.layers.2.mlp:output"])
+    assert args.hook == ["model.layers.2.mlp:output"]
+    assert load_sae(tmp_path).cfg.hook == "", "sparsify records its hookpoint only as a folder name"

@@ -16,10 +16,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a saved SAE",
         description="Reconstruction and spliced metrics of a saved SAE, at the hook point its "
-        "config records.",
+        "config records (--hook for one that records none, as sparsify's and "
+        "dictionary_learning's files do).",
     )
-    parser.add_argument("sae", help="SAE folder (cfg.json + sae_weights.safetensors)")
-    add_arguments(parser, DataConfig, skip=("extra", "hook"))
+    parser.add_argument(
+        "sae", help="SAE folder (ours, SAELens's or sparsify's) or dictionary_learning's ae.pt"
+    )
+    add_arguments(parser, DataConfig, skip=("extra",))
     parser.set_defaults(func=run)
 
 

@@ -62,7 +62,8 @@ def evaluate_saes(
 
 
 def evaluate_folder(folder: Path, data: DataConfig) -> dict[str, Any]:
-    """Evaluate a saved SAE on ``data``, at the hook point recorded in its config."""
+    """Evaluate a saved SAE on ``data``, at the hook point recorded in its config (``data.hook``
+    when it records none)."""
     sae = load_sae(folder)
     if sae.cfg.hook:
         data = replace(data, hook=[sae.cfg.hook])
