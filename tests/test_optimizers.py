@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from interrupted import interrupted_and_resumed
 
 from monosemantic.config import ConfigError
 from monosemantic.data.store import MatrixSource
 from monosemantic.sae.registry import config, create
 from monosemantic.training.optimizers import Muon, Signum, newton_schulz
-from monosemantic.training.trainer import TrainConfig, train
+from monosemantic.training.trainer import TrainConfig
 
 
 def grads(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -76,25 +77,9 @@ def test_resumed_run_matches_uninterrupted(tmp_path, optimizer: str) -> None:
     cfg = TrainConfig(
         steps=30, batch_size=64, optimizer=optimizer, progress=False, checkpoint_every=10
     )
-    full = make()
-    first = train(full, batches, cfg, tmp_path / "a")[0]
-
-    class Interrupt(Exception):
-        pass
-
-    def stops_at_15(start: int):
-        for i, batch in enumerate(batches(start)):
-            if i == 15:
-                raise Interrupt
-            yield batch
-
-    with pytest.raises(Interrupt):
-        train(make(), stops_at_15, cfg, tmp_path / "b")
-    resumed = make()
-    train(resumed, batches, cfg, tmp_path / "b", resume=True)
+    full, resumed = interrupted_and_resumed(make, batches, cfg, tmp_path, stop_at=15)
     for name, tensor in full[0].state_dict().items():
         torch.testing.assert_close(resumed[0].state_dict()[name], tensor, rtol=0, atol=1e-6)
-    assert first["mse"] < 1.0
 
 
 def test_unknown_optimizer_is_refused() -> None:

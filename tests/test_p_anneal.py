@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from interrupted import interrupted_and_resumed
 
 from monosemantic.data.store import MatrixSource
 from monosemantic.sae.base import Codes, LossContext, SAEOutput
 from monosemantic.sae.p_anneal import RECENT, lp_penalty
 from monosemantic.sae.registry import config, create
-from monosemantic.training.trainer import TrainConfig, train
+from monosemantic.training.trainer import TrainConfig
 
 
 def test_the_schedule_falls_from_p_start_to_p_end() -> None:
@@ -59,22 +60,7 @@ def test_resumed_p_anneal_run_matches_uninterrupted(tmp_path) -> None:
         return [create(config("p_anneal", d_in=8, d_sae=32, sparsity_coefficient=0.05))]
 
     cfg = TrainConfig(steps=30, batch_size=64, lr=3e-3, progress=False, checkpoint_every=20)
-    full = make()
-    train(full, batches, cfg, tmp_path / "a")
-
-    class Interrupt(Exception):
-        pass
-
-    def stops_at_25(start: int):
-        for i, batch in enumerate(batches(start)):
-            if i == 25:
-                raise Interrupt
-            yield batch
-
-    with pytest.raises(Interrupt):
-        train(make(), stops_at_25, cfg, tmp_path / "b")
-    resumed = make()
-    train(resumed, batches, cfg, tmp_path / "b", resume=True)
+    full, resumed = interrupted_and_resumed(make, batches, cfg, tmp_path, stop_at=25)
     assert float(resumed[0].scale) == float(full[0].scale) != 1.0
     for name, tensor in full[0].state_dict().items():
         torch.testing.assert_close(resumed[0].state_dict()[name], tensor, rtol=0, atol=1e-6)
