@@ -64,8 +64,9 @@ def main() -> None:
     rows = []
     for name in args.architectures:
         member = SweepConfig(architecture=name, expansion=[args.expansion], settings={"k": args.k})
-        (summary,) = train_sweep(from_cache, member, training, args.out / name, text=text)
-        timings = json.loads((args.out / name / "summary.json").read_text())["timings"]
+        folder = args.out / name
+        (summary,) = train_sweep(from_cache, member, training, folder, overwrite=True, text=text)
+        timings = json.loads((folder / "summary.json").read_text())["timings"]
         row = {"architecture": name, **summary["eval"], **timings}
         rows.append({key: row[key] for key in ("architecture", *COLUMNS) if key in row})
         sae = load_sae(summary["folder"])

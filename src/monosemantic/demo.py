@@ -82,7 +82,7 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
     cache_activations(data, text, cache_dir)
     cached_s = time.perf_counter() - start
     from_cache = DataConfig(data=str(cache_dir), spliced_windows=data.spliced_windows)
-    (summary,) = train_sweep(from_cache, sweep, training, out / "run", text=text)
+    (summary,) = train_sweep(from_cache, sweep, training, out / "run", overwrite=True, text=text)
     sae = load_sae(summary["folder"])
     total_s = time.perf_counter() - start
     sections = [

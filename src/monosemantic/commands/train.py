@@ -78,6 +78,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue from the checkpoint in --out"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out, once the new one is complete",
+    )
     add_arguments(parser, DataConfig, skip=("extra",))
     fields = add_sweep_arguments(parser)
     add_arguments(parser, TrainConfig)
@@ -91,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         from_arguments(TrainConfig, args),
         Path(args.out),
         resume=args.resume,
+        overwrite=args.overwrite,
     )
     for s in summaries:
         shown = {k: round(v, 4) for k, v in s["eval"].items() if isinstance(v, float)}

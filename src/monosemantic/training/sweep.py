@@ -9,6 +9,8 @@ into the model for text) → save each SAE in the SAELens layout with its metric
 from __future__ import annotations
 
 import itertools
+import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -100,6 +102,65 @@ def hook_label(hook: str) -> str:
     return f"{path.removeprefix('model.')}.{'in' if side == 'input' else 'out'}"
 
 
+RUN_FILES = ("config.json", "summary.json", "train", "saes")
+"""What a run folder holds; a folder with any of them holds a run."""
+
+
+def check_run_folder(out: Path, settings: dict[str, Any], *, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix runs: see ``train_sweep``. ``settings`` are the resolved configs as
+    config.json records them."""
+    if resume and overwrite:
+        raise ConfigError("give --resume or --overwrite, not both")
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if resume:
+        if not (out / "config.json").exists():
+            raise FileNotFoundError(
+                f"{out} holds no run to resume (no config.json); run without --resume to start"
+            )
+        saved = json.loads((out / "config.json").read_text())
+        current = json.loads(json.dumps(settings, default=str))
+        differ = [
+            f"{part}.{key}: {saved.get(part, {}).get(key)!r} then, {value!r} now"
+            for part, fields in current.items()
+            for key, value in fields.items()
+            if saved.get(part, {}).get(key) != value and key not in RESUMABLE_CHANGES
+        ]
+        if differ:
+            raise ConfigError(
+                f"--resume: {out} holds a run with other settings ({'; '.join(differ)}); "
+                "resume with the same settings, or start a new run in another --out"
+            )
+    elif held and not overwrite:
+        raise ConfigError(
+            f"{out} already holds a run ({', '.join(held)}): give another --out, --resume to "
+            "continue it, or --overwrite to replace it once the new run is complete"
+        )
+
+
+RESUMABLE_CHANGES = ("progress", "log_every")
+"""Settings a resumed run may change: they do not affect the result."""
+
+
+def replace_folder(out: Path, new: Path) -> None:
+    """Put the complete run ``new`` in place of ``out``: two renames, the old one removed last."""
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    out.rename(old)
+    new.rename(out)
+    shutil.rmtree(old)
+
+
+def relocate(out: Path, staging: Path) -> list[dict[str, Any]]:
+    """Point the summaries of a run built in ``staging`` and moved to ``out`` at their new
+    folders (summary.json and each eval.json); returns them."""
+    run = json.loads((out / "summary.json").read_text())
+    for summary in run["saes"]:
+        summary["folder"] = str(out / Path(summary["folder"]).relative_to(staging))
+        write_json(Path(summary["folder"]) / "eval.json", summary)
+    write_json(out / "summary.json", run)
+    return list(run["saes"])
+
+
 def train_sweep(
     data: DataConfig,
     sweep: SweepConfig,
@@ -107,18 +168,31 @@ def train_sweep(
     out: Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     text: Text | None = None,
 ) -> list[dict[str, Any]]:
     """Train and evaluate every SAE of the sweep at every hook point of ``data`` in one run;
     returns one summary per SAE (also in ``out/summary.json``). Resolved configs go to
     ``out/config.json``, each SAE to ``out/saes/NAME``. ``text``: the loaded model and windows,
-    when the caller has them already."""
+    when the caller has them already.
+
+    A folder holding another run is refused unless ``resume`` (which checks that its
+    config.json records the same settings, naming those that differ) or ``overwrite`` (the new
+    run is built beside it and replaces it only once complete). Nothing is written before the
+    settings have been validated."""
     resolved = resolve(data)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(
-        out / "config.json",
-        {"data": asdict(resolved.cfg), "sweep": asdict(sweep), "train": asdict(training)},
-    )
+    settings = {"data": asdict(resolved.cfg), "sweep": asdict(sweep), "train": asdict(training)}
+    check_run_folder(out, settings, resume=resume, overwrite=overwrite)
+    if overwrite and out.exists():
+        staging = out.with_name(f".{out.name}.new")
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            train_sweep(data, sweep, training, staging, text=text)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # the old run stays as it was
+            raise
+        replace_folder(out, staging)
+        return relocate(out, staging)
     start = time.perf_counter()
     text = text if text is not None else load_subject(resolved)
     timings = {"prepare_s": time.perf_counter() - start}
@@ -130,6 +204,8 @@ def train_sweep(
         for hook, width in sources.widths.items()
         for cfg in sweep.configs(width, hook, model)
     ]
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", settings)
 
     start = time.perf_counter()
     results = train(

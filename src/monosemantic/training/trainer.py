@@ -315,6 +315,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return {
             "step": self.step,
+            "saes": [r.sae.cfg.to_dict() for r in self.runs],
             "input_scale": self.input_scale,
             "config": asdict(self.cfg),
             "rng": torch.get_rng_state(),
@@ -336,6 +337,18 @@ class Trainer:
                 f"checkpoint holds {len(state['runs'])} SAEs but {len(self.runs)} were given; "
                 "resume with the same sweep"
             )
+        for i, (run, saved) in enumerate(zip(self.runs, state["saes"], strict=True)):
+            ours = run.sae.cfg.to_dict()
+            differ = [
+                f"{k}: {saved.get(k)!r} there, {v!r} here"
+                for k, v in ours.items()
+                if saved.get(k) != v
+            ]
+            if differ:
+                raise ValueError(
+                    f"the checkpoint's SAE {i} is not this run's ({'; '.join(differ)}); resume "
+                    "with the same sweep, or start a new run in another folder"
+                )
         self.step = int(state["step"])
         self.input_scale = {hook: float(v) for hook, v in state["input_scale"].items()}
         torch.set_rng_state(state["rng"])
@@ -357,6 +370,16 @@ class Trainer:
 
     # --- the loop -----------------------------------------------------------------------------
 
+    def open_log(self, path: Path) -> Any:
+        """metrics.jsonl for appending, holding each step before ``self.step`` exactly once: a
+        fresh run starts it empty; a resumed one drops the lines the lost steps had written."""
+        kept = []
+        if self.step > 0 and path.exists():
+            lines = path.read_text().splitlines()
+            kept = [line for line in lines if line and json.loads(line)["step"] <= self.step]
+        atomic_write(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
+        return path.open("a")
+
     def fit(self, batches: Iterable[Step]) -> list[dict[str, float]]:
         """Train until ``cfg.steps``; returns each SAE's metrics at the last step.
 
@@ -366,7 +389,7 @@ class Trainer:
         log_file = None
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            log_file = (self.out_dir / "metrics.jsonl").open("a")
+            log_file = self.open_log(self.out_dir / "metrics.jsonl")
         iterator: Iterator[Step] = iter(batches)
         for run in self.runs:
             run.sae.train()
