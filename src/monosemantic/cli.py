@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("monosemantic").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ModuleNotFoundError, FloatingPointError) as error:
         print(f"monosemantic {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -34,5 +35,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def write_json(path: str | Path, data: Any) -> Path:
-    """Indented JSON, atomically; values JSON cannot hold (paths, tensors' repr) become strings."""
-    return atomic_write_bytes(path, json.dumps(data, indent=2, default=str).encode())
+    """Indented JSON, atomically; values JSON cannot hold (paths, tensors' repr) become strings,
+    and NaN or ±Inf become null, so every file is valid JSON."""
+    text = json.dumps(finite(data), indent=2, default=str, allow_nan=False)
+    return atomic_write_bytes(path, text.encode())
+
+
+def finite(data: Any) -> Any:
+    """``data`` with every non-finite float (NaN, ±Inf) replaced by None, recursively."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(v) for v in data]
+    return data

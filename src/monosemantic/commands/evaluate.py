@@ -15,9 +15,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "eval",
         help="evaluate a saved SAE",
-        description="Reconstruction and spliced metrics of a saved SAE, at the hook point its "
-        "config records (--hook for one that records none, as sparsify's and "
-        "dictionary_learning's files do).",
+        description="Reconstruction and spliced metrics of a saved SAE, on the model and at the "
+        "hook point its config records (--model to use another; --hook for one that records "
+        "none, as sparsify's and dictionary_learning's files do).",
     )
     parser.add_argument(
         "sae", help="SAE folder (ours, SAELens's or sparsify's) or dictionary_learning's ae.pt"
@@ -27,6 +27,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    metrics = evaluate_folder(Path(args.sae), from_arguments(DataConfig, args))
+    data = from_arguments(DataConfig, args)
+    given = data.model != DataConfig.model  # an explicit --model wins over the SAE's record
+    metrics = evaluate_folder(Path(args.sae), data, model_given=given)
     print(json.dumps(metrics, indent=2))
     return 0

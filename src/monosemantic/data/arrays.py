@@ -43,7 +43,15 @@ def load_matrix(path: str | Path, *, key: str | None = None) -> torch.Tensor:
         )
     if matrix.shape[0] == 0 or matrix.shape[1] == 0:
         raise ValueError(f"{path} holds an empty matrix of shape {tuple(matrix.shape)}")
-    return matrix.float()
+    matrix = matrix.float()
+    bad = (~torch.isfinite(matrix)).any(dim=1).nonzero().squeeze(-1)
+    if bad.numel():
+        shown = ", ".join(str(int(i)) for i in bad[:8]) + (", ..." if bad.numel() > 8 else "")
+        raise ValueError(
+            f"{path}: {bad.numel()} of {matrix.shape[0]} rows hold NaN or Inf (rows {shown}); "
+            "drop or impute them before training"
+        )
+    return matrix
 
 
 def _non_numeric(path: Path, what: str) -> ValueError:

@@ -202,6 +202,11 @@ def open_sources(
     if data.kind == "matrix":
         matrix = load_matrix(cfg.data)
         n_eval = max(1, int(len(matrix) * cfg.eval_fraction))
+        if n_eval >= len(matrix):
+            raise ValueError(
+                f"{cfg.data} has {len(matrix)} rows: too few to hold out {n_eval} for evaluation "
+                f"(--eval-fraction {cfg.eval_fraction}) and train on the rest; give more rows"
+            )
         held = matrix[-n_eval:].split(eval_batch_size)
         return Sources(MatrixSource(matrix[:-n_eval]), held, {MATRIX_KEY: matrix.shape[1]})
     if text is None:

@@ -161,14 +161,18 @@ class NonFiniteActivationError(ValueError):
     """A batch of activations holding NaN or Inf."""
 
 
-def check_finite(batch: torch.Tensor, *, step: int, hook: str) -> None:
-    """Raise ``NonFiniteActivationError`` if ``batch`` holds NaN or Inf (the trainer's guard)."""
+def check_finite(batch: torch.Tensor, *, step: int, hook: str, where: str = "step") -> None:
+    """Raise ``NonFiniteActivationError`` if ``batch`` holds NaN or Inf (the trainer's guard and
+    evaluation's), naming the rows."""
     if bool(torch.isfinite(batch).all()):
         return
     n_nan = int(torch.isnan(batch).sum())
     n_inf = int(torch.isinf(batch).sum())
+    bad = (~torch.isfinite(batch.reshape(-1, batch.shape[-1]))).any(-1).nonzero().squeeze(-1)
+    rows = ", ".join(str(int(r)) for r in bad[:8]) + (", ..." if bad.numel() > 8 else "")
     raise NonFiniteActivationError(
-        f"non-finite activations at step {step}, hook {hook!r}: {n_nan} NaN and {n_inf} Inf "
-        f"among {batch.numel()} values. The model probably overflowed in its dtype: run it in "
-        "float32 (--dtype float32), or check the model and its inputs"
+        f"non-finite activations in {where} {step}, hook {hook!r}: {n_nan} NaN and {n_inf} Inf "
+        f"among {batch.numel()} values, in rows {rows} of the batch. A model that overflowed in "
+        "its dtype is the usual cause: run it in float32 (--dtype float32), or check the model "
+        "and its inputs"
     )

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from monosemantic.data.sources import DataConfig, Text, open_sources, resolve
-from monosemantic.data.store import Step
+from monosemantic.data.store import Step, check_finite
 from monosemantic.evaluation.metrics import density_histogram, evaluate_reconstruction
 from monosemantic.evaluation.spliced import spliced_metrics_many
 from monosemantic.files import write_json
@@ -21,8 +21,12 @@ from monosemantic.sae.io import load_sae
 
 
 def rows_at(steps: Iterable[Step], hook: str) -> list[torch.Tensor]:
-    """The rows [n, d] a hook point contributes to each step (a plain tensor is every hook's)."""
-    return [step[hook] if isinstance(step, dict) else step for step in steps]
+    """The rows [n, d] a hook point contributes to each held-out step (a plain tensor is every
+    hook's), checked finite: NaN metrics would say nothing."""
+    rows = [step[hook] if isinstance(step, dict) else step for step in steps]
+    for i, batch in enumerate(rows):
+        check_finite(batch, step=i, hook=hook or "(input rows)", where="held-out batch")
+    return rows
 
 
 def evaluate_saes(
@@ -61,12 +65,14 @@ def evaluate_saes(
     return results
 
 
-def evaluate_folder(folder: Path, data: DataConfig) -> dict[str, Any]:
+def evaluate_folder(folder: Path, data: DataConfig, *, model_given: bool = False) -> dict[str, Any]:
     """Evaluate a saved SAE on ``data``, at the hook point recorded in its config (``data.hook``
-    when it records none)."""
+    when it records none), on the model it records unless ``model_given`` (``data.model``)."""
     sae = load_sae(folder)
     if sae.cfg.hook:
         data = replace(data, hook=[sae.cfg.hook])
+    if sae.cfg.model and not model_given:
+        data = replace(data, model=sae.cfg.model)
     resolved = resolve(data)
     text = load_subject(resolved)
     sources = open_sources(resolved, text)

@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from monosemantic.config import ConfigError
-from monosemantic.files import atomic_write
+from monosemantic.files import atomic_write, finite
 from monosemantic.sae import peers
 from monosemantic.sae.base import SAE, SAEConfig
 from monosemantic.sae.registry import ARCHITECTURES, config_from_dict, create, reading_saelens
@@ -64,7 +64,7 @@ def save_sae(sae: SAE, folder: str | Path, *, sparsity: torch.Tensor | None = No
     else:
         (folder / SPARSITY_FILE).unlink(missing_ok=True)
     try:
-        text = json.dumps(saelens_config(sae), indent=2)
+        text = json.dumps(finite(saelens_config(sae)), indent=2, allow_nan=False)
     except TypeError as err:
         raise TypeError(f"SAE config metadata must hold JSON values only: {err}") from None
     atomic_write(folder / CFG_FILE, lambda path: path.write_text(text))

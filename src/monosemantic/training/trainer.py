@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from monosemantic.config import check
 from monosemantic.data.store import Step, check_finite
-from monosemantic.files import atomic_write
+from monosemantic.files import atomic_write, finite
 from monosemantic.sae.base import SAE, LossContext
 from monosemantic.training.objective import Batch, Objective, reconstruction
 from monosemantic.training.optimizers import OPTIMIZERS, default_lr, make_optimizer
@@ -410,7 +410,8 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     bar.set_postfix(loss=f"{last['0']['loss']:.4g}", l0=f"{last['0']['l0']:.1f}")
                     if log_file is not None:
-                        log_file.write(json.dumps({"step": self.step, "saes": last}) + "\n")
+                        line = {"step": self.step, "saes": finite(last)}
+                        log_file.write(json.dumps(line, allow_nan=False) + "\n")
                         log_file.flush()
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.out_dir:
                     self.save_checkpoint()
