@@ -10,7 +10,6 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from monosemantic.config import ConfigError
 from monosemantic.sae.base import SAE, LossContext
 from monosemantic.sae.io import (
     CFG_FILE,
@@ -244,7 +243,7 @@ def test_unknown_architecture(tmp_path: Path) -> None:
         load_sae(tmp_path)
     cfg["metadata"]["monosemantic"] = {**random_sae("standard").cfg.to_dict(), "architecture": "x"}
     (tmp_path / CFG_FILE).write_text(json.dumps(cfg))
-    with pytest.raises(ConfigError, match="architecture='x' is invalid"):
+    with pytest.raises(SAEFormatError, match="not a valid SAE config: architecture='x' is invalid"):
         load_sae(tmp_path)
 
 

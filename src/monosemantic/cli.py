@@ -18,6 +18,10 @@ import sys
 
 from monosemantic.commands import bilinear, cache, demo, evaluate, info, mdl, train, zoo
 
+KNOWN_ERRORS = (ValueError, FileNotFoundError, ModuleNotFoundError, FloatingPointError)
+"""The errors this package raises with a message written for the user (ConfigError and the
+format errors are ValueErrors)."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -26,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error, not one line"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for command in (train, cache, evaluate, mdl, info, demo, bilinear, zoo):
         command.register(commands)
@@ -38,9 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("monosemantic").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError, ModuleNotFoundError, FloatingPointError) as error:
+    except KNOWN_ERRORS as error:
+        if args.debug:
+            raise
         print(f"monosemantic {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # anything else still gets one line; --debug shows where
+        if args.debug:
+            raise
+        print(
+            f"monosemantic {args.command}: error: {type(error).__name__}: {error} "
+            "(rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -50,3 +50,15 @@ def finite(data: Any) -> Any:
     if isinstance(data, (list, tuple)):
         return [finite(v) for v in data]
     return data
+
+
+def read_safetensors(path: str | Path) -> dict[str, Any]:
+    """The tensors of a safetensors file; ValueError naming the file when it is not one (a
+    truncated, corrupt or other kind of file). Never unpickles."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file: {err}") from None

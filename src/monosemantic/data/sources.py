@@ -49,6 +49,9 @@ class DataConfig:
     activation cache folder, or a matrix file (.npy/.safetensors/.csv/.parquet) of activations."""
     dtype: str = "float32"
     """Model dtype (float32, bfloat16, float16)."""
+    allow_pickled_weights: bool = False
+    """Load a model folder whose weights are pickled (pytorch_model.bin), with torch's
+    weights_only=True; off: only safetensors or GGUF weights load."""
     context_size: int = 128
     """Tokens per window."""
     max_tokens: int = 250_000

@@ -63,20 +63,46 @@ def resolve(name: str) -> ModelSource:
     return ModelSource(name)
 
 
-def load_model(name: str, *, dtype: str = "float32", device: str = "cpu") -> tuple[nn.Module, Any]:
-    """(model in eval mode, tokenizer) for a causal LM. Never runs remote code."""
+def load_model(
+    name: str, *, dtype: str = "float32", device: str = "cpu", allow_pickled_weights: bool = False
+) -> tuple[nn.Module, Any]:
+    """(model in eval mode, tokenizer) for a causal LM. Never runs remote code; pickled weights
+    (``pytorch_model.bin``) only with ``allow_pickled_weights``, and then with weights_only."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = dtype_named(dtype)
     source = resolve(name)
     kwargs: dict[str, Any] = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    if not source.gguf_file:
+        refuse_pickled(source, allow_pickled_weights)
+        kwargs["use_safetensors"] = None if allow_pickled_weights else True
     start = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch_dtype, **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch_dtype, **kwargs)
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        what = f"{source.location}/{source.gguf_file}" if source.gguf_file else source.location
+        raise ValueError(
+            f"cannot load the model {what}: {type(err).__name__}: {err}".strip()
+            + (" (is the GGUF file complete?)" if source.gguf_file else "")
+        ) from None
     model.to(device).eval()  # type: ignore[arg-type]
     model.requires_grad_(False)
     log.info("loaded %s in %.1f s", name, time.perf_counter() - start)
     return model, tokenizer
+
+
+def refuse_pickled(source: ModelSource, allowed: bool) -> None:
+    """A local folder whose weights are only pickled is refused unless ``allowed``."""
+    folder = Path(source.location)
+    if allowed or not folder.is_dir():
+        return
+    if any(folder.glob("*.bin")) and not any(folder.glob("*.safetensors")):
+        raise ValueError(
+            f"{folder} holds pickled weights (*.bin) and no safetensors: loading them unpickles "
+            "the file. Convert them to safetensors, or pass --allow-pickled-weights to load them "
+            "with torch's weights_only=True"
+        )
 
 
 def describe(model: nn.Module, depth: int | None = None) -> list[tuple[str, str]]:

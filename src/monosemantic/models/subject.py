@@ -17,7 +17,9 @@ def load_subject(data: ResolvedData) -> Text | None:
     if data.text is None:
         return None
     cfg = data.cfg
-    model, tokenizer = load_model(cfg.model, dtype=cfg.dtype)
+    model, tokenizer = load_model(
+        cfg.model, dtype=cfg.dtype, allow_pickled_weights=cfg.allow_pickled_weights
+    )
     if cfg.truncate:
         log.info("forward passes stop at %s: the layers after it are not run", ", ".join(cfg.hook))
     return load_text(cfg, model, tokenizer, data.text)

@@ -90,7 +90,12 @@ def load_sae(folder: str | Path) -> SAE:
     weights = _read_safetensors(folder / WEIGHTS_FILE)
     ours = (raw.get("metadata") or {}).get(META_KEY)
     if ours is not None:
-        cfg = config_from_dict(ours)
+        try:
+            cfg = config_from_dict(ours)
+        except (ConfigError, TypeError) as err:
+            raise SAEFormatError(
+                f"{folder / CFG_FILE}: its metadata.{META_KEY} is not a valid SAE config: {err}"
+            ) from None
         if (raw.get("d_in"), raw.get("d_sae")) != (cfg.d_in, cfg.d_sae):
             raise SAEFormatError(
                 f"{folder / CFG_FILE}: d_in={raw.get('d_in')}, d_sae={raw.get('d_sae')} disagree "

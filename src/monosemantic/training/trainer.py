@@ -366,7 +366,15 @@ class Trainer:
 
     def load_checkpoint(self) -> None:
         path = checkpoint_path(self.out_dir)
-        self.load_state_dict(torch.load(path, weights_only=True))
+        try:
+            state = torch.load(path, weights_only=True)
+        except Exception as err:  # torch raises several types for a file it will not load
+            raise ValueError(
+                f"{path} is not a checkpoint this package wrote (it holds more than tensors and "
+                f"plain values, or is damaged: {type(err).__name__}); it is never unpickled "
+                "beyond that. Start afresh without --resume"
+            ) from None
+        self.load_state_dict(state)
 
     # --- the loop -----------------------------------------------------------------------------
 

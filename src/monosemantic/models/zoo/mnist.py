@@ -25,13 +25,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
 from monosemantic.config import check, dataclass_from_dict
 from monosemantic.data.images import IMAGE_DATASETS, ImageSplits
-from monosemantic.files import atomic_write, write_json
+from monosemantic.files import atomic_write, read_safetensors, write_json
 from monosemantic.models.layers import Bilinear
 from monosemantic.runtime import cache_dir
 
@@ -196,7 +196,7 @@ def load_classifier(folder: Path) -> tuple[BilinearClassifier, dict[str, Any]]:
         )
     record = json.loads((folder / "config.json").read_text())
     model = BilinearClassifier(ClassifierConfig.from_dict(record["config"]))
-    state = {k: v.float() for k, v in load_file(str(folder / "model.safetensors")).items()}
+    state = {k: v.float() for k, v in read_safetensors(folder / "model.safetensors").items()}
     model.load_state_dict(state)
     return model.eval(), record
 

@@ -33,12 +33,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from monosemantic.config import ConfigError, check
-from monosemantic.files import atomic_write, write_json
+from monosemantic.files import atomic_write, read_safetensors, write_json
 from monosemantic.models.layers import BilinearMLP
 from monosemantic.models.zoo.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
@@ -382,7 +382,7 @@ def load_lm(folder: str | Path) -> tuple[TinyLM, dict[str, Any]]:
         )
     record = json.loads((folder / CONFIG_FILE).read_text())
     model = TinyLM(LMConfig.from_dict(record["config"]))
-    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+    model.load_state_dict(read_safetensors(folder / WEIGHTS_FILE))
     return model.eval(), record
 
 
