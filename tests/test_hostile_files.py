@@ -103,3 +103,23 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(monkeypatc
     assert "error: KeyError: 'surprise' (rerun with --debug" in capsys.readouterr().err
     with pytest.raises(KeyError):
         main(["--debug", "info", "x"])
+
+
+@pytest.mark.parametrize("file", ["../outside.safetensors", "/etc/passwd", "sub/shard.safetensors"])
+def test_a_cache_manifest_cannot_point_outside_its_folder(tmp_path, file):
+    from monosemantic.data.cache import MANIFEST, Manifest, write_cache
+
+    write_cache(tmp_path, lambda i: torch.ones(4, 3) if i == 0 else None, {"model": "m"})
+    raw = json.loads((tmp_path / MANIFEST).read_text())
+    raw["shards"][0]["file"] = file
+    (tmp_path / MANIFEST).write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="names shard files outside its folder"):
+        Manifest.read(tmp_path)
+
+
+def test_a_garbled_manifest_names_itself(tmp_path):
+    from monosemantic.data.cache import MANIFEST, Manifest
+
+    (tmp_path / MANIFEST).write_text('{"format": ')
+    with pytest.raises(ValueError, match=r"manifest\.json is not valid JSON"):
+        Manifest.read(tmp_path)

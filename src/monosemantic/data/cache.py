@@ -80,16 +80,29 @@ class Manifest:
                 f"no {MANIFEST} in {str(folder)!r}: not an activation cache; write one with "
                 "`monosemantic cache`"
             )
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("format") != FORMAT:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"{path} is not a {FORMAT} manifest")
-        return cls(
-            meta=data["meta"],
-            d=data["d"],
-            dtype=data["dtype"],
-            shards=[ShardInfo(**s) for s in data["shards"]],
-            complete=data["complete"],
-        )
+        try:
+            manifest = cls(
+                meta=data["meta"],
+                d=data["d"],
+                dtype=data["dtype"],
+                shards=[ShardInfo(**s) for s in data["shards"]],
+                complete=data["complete"],
+            )
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{path} lacks or mistypes a field: {err}") from None
+        outside = [s.file for s in manifest.shards if Path(s.file).name != s.file]
+        if outside:
+            raise ValueError(
+                f"{path} names shard files outside its folder ({', '.join(outside[:3])}): a "
+                "manifest may only name files beside it"
+            )
+        return manifest
 
     def write(self, folder: Path) -> None:
         atomic_write_bytes(folder / MANIFEST, json.dumps(self.to_dict(), indent=1).encode())
