@@ -90,5 +90,15 @@ class FeatureChoiceSAE(SAE):
         fold_threshold(self.threshold, smallest)
 
     def export_state(self) -> dict[str, torch.Tensor]:
-        """SAELens's JumpReLU layout; an unestimated θ is +inf (the latent never fires)."""
-        return {**super().export_state(), "threshold": self.inference_threshold().contiguous()}
+        """SAELens's JumpReLU layout. Once any θ is estimated, an unestimated one is written as
+        +inf (never fires, as here); an SAE with none estimated keeps them unset (−1): its batch
+        rule has no per-token form SAELens could compute."""
+        state = super().export_state()
+        if not bool((self.threshold < 0).all()):
+            state["threshold"] = self.inference_threshold().contiguous()
+        return state
+
+    def import_state(self, state: dict[str, torch.Tensor]) -> None:
+        """+inf thresholds are unestimated ones."""
+        theta = state["threshold"]
+        super().import_state({**state, "threshold": theta.masked_fill(theta.isinf(), UNSET)})
