@@ -62,3 +62,18 @@ def tiny_text(tmp_path_factory):
     path = tmp_path_factory.mktemp("text") / "words.txt"
     path.write_text(" ".join(words))
     return path
+
+
+def _hypothesis_profiles() -> None:
+    """Property tests explore the same examples on every run (no flaky CI); set
+    HYPOTHESIS_PROFILE=explore for fresh random ones and more of them."""
+    import os
+
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True)
+    settings.register_profile("explore", max_examples=400)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+_hypothesis_profiles()

@@ -18,9 +18,9 @@ import sys
 
 from monosemantic.commands import bilinear, cache, demo, evaluate, info, mdl, train, zoo
 
-KNOWN_ERRORS = (ValueError, FileNotFoundError, ModuleNotFoundError, FloatingPointError)
+KNOWN_ERRORS = (ValueError, OSError, ModuleNotFoundError, FloatingPointError)
 """The errors this package raises with a message written for the user (ConfigError and the
-format errors are ValueErrors)."""
+format errors are ValueErrors; a failed write says which file and that the old one stands)."""
 
 
 def build_parser() -> argparse.ArgumentParser:

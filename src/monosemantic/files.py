@@ -24,6 +24,13 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
         os.replace(tmp, path)
+    except OSError as err:  # a full disk, a quota, a read-only folder
+        tmp.unlink(missing_ok=True)
+        raise OSError(
+            err.errno,
+            f"could not write {path} ({err.strerror or err}); the previous version, if "
+            "any, is unchanged",
+        ) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
