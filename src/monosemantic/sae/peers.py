@@ -100,7 +100,8 @@ def load_dictionary_learning(path: Path) -> SAE:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a file it refuses or cannot read
         raise PeerFormatError(
-            f"{file} is not a plain state dict that loads with weights_only=True: {err}"
+            f"{file} is not a plain state dict that loads with weights_only=True "
+            f"({type(err).__name__}); it is not unpickled any further"
         ) from None
     if not isinstance(state, dict):
         raise PeerFormatError(f"{file} holds a {type(state).__name__}, not a state dict")
