@@ -17,7 +17,7 @@ state in ``state_dict`` so checkpoints resume exactly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -41,6 +41,14 @@ def newton_schulz(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
     return (x.T if wide else x).to(g.dtype)
 
 
+def with_gradients(optimizer: torch.optim.Optimizer) -> Iterator[tuple[nn.Parameter, dict]]:
+    """(parameter, its group) for every parameter that has a gradient."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                yield p, group
+
+
 class Signum(torch.optim.Optimizer):
     """p ← p − lr · sign(m), m the exponential average (β = ``momentum``) of the gradients."""
 
@@ -49,16 +57,13 @@ class Signum(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:  # type: ignore[override]
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "momentum" not in state:
-                    state["momentum"] = torch.zeros_like(p)
-                m = state["momentum"]
-                m.lerp_(p.grad, 1 - group["momentum"])
-                p.sub_(group["lr"] * m.sign())
+        for p, group in with_gradients(self):
+            state = self.state[p]
+            if "momentum" not in state:
+                state["momentum"] = torch.zeros_like(p)
+            m = state["momentum"]
+            m.lerp_(p.grad, 1 - group["momentum"])
+            p.sub_(group["lr"] * m.sign())
 
 
 class Muon(torch.optim.Optimizer):
@@ -86,14 +91,11 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:  # type: ignore[override]
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.ndim >= 2:
-                    self._muon(p, group)
-                else:
-                    self._adam(p, group)
+        for p, group in with_gradients(self):
+            if p.ndim >= 2:
+                self._muon(p, group)
+            else:
+                self._adam(p, group)
 
     def _muon(self, p: nn.Parameter, group: dict) -> None:
         state = self.state[p]
