@@ -106,3 +106,11 @@ def test_a_resumed_run_logs_each_step_once(tmp_path):
     assert steps == list(range(2, 31, 2)), "steps 12 and 14 ran twice but are logged once"
     full = [json.loads(line)["step"] for line in (tmp_path / "full" / "metrics.jsonl").open()]
     assert full == steps
+
+
+def test_resume_refuses_data_that_changed_under_the_same_name(matrix, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train_cli(matrix, out, "--k", "4", "--checkpoint-every", "10") == 0
+    np.save(matrix, np.load(matrix) * 2)  # other rows, same path
+    assert train_cli(matrix, out, "--k", "4", "--resume") == 2
+    assert "data_identity.sha256" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from what it found.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -23,7 +24,7 @@ from torch import nn
 
 from monosemantic.config import check
 from monosemantic.data.arrays import SUPPORTED, load_matrix
-from monosemantic.data.cache import MANIFEST, ActivationCache, Manifest
+from monosemantic.data.cache import MANIFEST, ActivationCache, Manifest, sha256_file
 from monosemantic.data.harvest import LiveActivations, harvest, harvest_to_cache, hook_widths
 from monosemantic.data.store import ActivationSource, MatrixSource, Step
 from monosemantic.data.text import load_texts
@@ -94,6 +95,16 @@ class ResolvedData:
     kind: Kind
     manifest: Manifest | None = None
     """A cache's manifest, read once."""
+
+    def identity(self) -> dict[str, str]:
+        """What the data are beyond their settings, for a run folder's record: a matrix file's
+        sha256, a cache's digest of its shard checksums; text is named by its settings."""
+        if self.kind == "matrix":
+            return {"sha256": sha256_file(Path(self.cfg.data).expanduser())}
+        if self.manifest is not None:
+            shards = "".join(shard.sha256 for shard in self.manifest.shards)
+            return {"shards_sha256": hashlib.sha256(shards.encode()).hexdigest()}
+        return {}
 
     @property
     def text(self) -> str | None:

@@ -181,7 +181,12 @@ def train_sweep(
     run is built beside it and replaces it only once complete). Nothing is written before the
     settings have been validated."""
     resolved = resolve(data)
-    settings = {"data": asdict(resolved.cfg), "sweep": asdict(sweep), "train": asdict(training)}
+    settings = {
+        "data": asdict(resolved.cfg),
+        "data_identity": resolved.identity(),
+        "sweep": asdict(sweep),
+        "train": asdict(training),
+    }
     check_run_folder(out, settings, resume=resume, overwrite=overwrite)
     if overwrite and out.exists():
         staging = out.with_name(f".{out.name}.new")
