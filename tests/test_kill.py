@@ -25,6 +25,23 @@ def command(data: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+def kill_when(process: subprocess.Popen, reached, timeout: float = 240.0) -> bool:
+    """SIGKILL ``process`` as soon as ``reached()`` is true; False if it ended first."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        if reached():
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return True
+        time.sleep(0.05)
+    process.wait()
+    return False
+
+
+def lines_in(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
 def run(args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
@@ -39,16 +56,13 @@ def test_train_killed_at_random_points_resumes_to_the_same_sae(tmp_path: Path) -
     rng = random.Random(0)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     kills = 0
-    for _ in range(3):  # kill it three times at random moments of its run
+    for target in sorted(rng.sample(range(3, 110), 3)):  # killed at three random logged steps
         resume = ["--resume"] if (out / "train" / "checkpoint.pt").exists() else []
         fresh = [] if resume or not out.exists() else ["--overwrite"]
         process = subprocess.Popen(command(data, out, *resume, *fresh), env=env)
-        time.sleep(rng.uniform(3.5, 8.0))  # start-up takes about 3 s, training about 11
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            kills += 1
-        process.wait()
-    assert kills >= 2, "the kills must land while it runs"
+        metrics = out / "train" / "metrics.jsonl"
+        kills += kill_when(process, lambda m=metrics, t=target: lines_in(m) >= t)
+    assert kills == 3, "each kill lands while it runs"
     while True:  # then let it finish
         resume = ["--resume"] if (out / "train" / "checkpoint.pt").exists() else []
         fresh = [] if resume or not out.exists() else ["--overwrite"]
@@ -63,3 +77,26 @@ def test_train_killed_at_random_points_resumes_to_the_same_sae(tmp_path: Path) -
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
     steps = [line for line in (out / "train" / "metrics.jsonl").read_text().splitlines() if line]
     assert len(steps) == len(set(steps)) == 6000 // 50, "each logged step once"
+
+
+@pytest.mark.slow
+def test_cache_killed_at_random_points_resumes_to_identical_shards(tmp_path: Path) -> None:
+    """The demo's model and text: a cache killed twice mid-way, then rerun, holds byte-identical
+    shards and manifest to one written in one go."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+    def cache(out: Path) -> list[str]:
+        return [sys.executable, "-m", "monosemantic.cli", "-q", "cache", "--max-tokens", "30000",
+                "--shard-windows", "8", "--out", str(out)]  # fmt: skip
+
+    assert subprocess.run(cache(tmp_path / "whole"), env=env, timeout=300).returncode == 0
+    out, rng, kills = tmp_path / "killed", random.Random(1), 0
+    for target in sorted(rng.sample(range(2, 27), 2)):  # killed at two random shard counts
+        process = subprocess.Popen(cache(out), env=env)
+        kills += kill_when(process, lambda t=target: len(list(out.glob("shard-*"))) >= t)
+    assert kills == 2, "each kill lands while it runs"
+    assert subprocess.run(cache(out), env=env, timeout=300).returncode == 0
+    names = sorted(p.name for p in (tmp_path / "whole").iterdir())
+    assert sorted(p.name for p in out.iterdir()) == names, "no temporary files left"
+    for name in names:
+        assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
