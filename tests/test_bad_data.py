@@ -74,3 +74,16 @@ def test_eval_uses_the_model_the_sae_records(tmp_path: Path, monkeypatch) -> Non
         with pytest.raises(RuntimeError, match="resolved"):
             evaluate.evaluate_folder(tmp_path, DataConfig(model="other"), model_given=given)
     assert seen == [("my-model", ["h:output"]), ("other", ["h:output"])]
+
+
+def test_drop_non_finite_leaves_the_rows_out_and_counts_them(tmp_path: Path) -> None:
+    rows = np.arange(40, dtype=np.float32).reshape(10, 4)
+    rows[[2, 7], 0] = np.nan
+    np.save(tmp_path / "x.npy", rows)
+    with pytest.warns(UserWarning, match=r"x\.npy: dropped 2 of 10 rows holding NaN or Inf"):
+        kept = load_matrix(tmp_path / "x.npy", drop_non_finite=True)
+    assert torch.equal(kept, torch.from_numpy(np.delete(rows, [2, 7], axis=0)))
+    code = main(["train", "--data", str(tmp_path / "x.npy"), "--drop-non-finite", "--steps", "2",
+                 "--batch-size", "4", "--expansion", "2", "--k", "2", "--no-progress",
+                 "--eval-fraction", "0.25", "--out", str(tmp_path / "r")])  # fmt: skip
+    assert code == 0

@@ -101,3 +101,46 @@ def test_every_architecture_round_trips_with_random_settings(data) -> None:
             torch.testing.assert_close(restored.exp(), tensor.exp(), rtol=ulps, atol=0)
         else:
             assert torch.equal(restored, tensor), key
+
+
+@settings(max_examples=60)
+@given(
+    st.integers(1, 10**6),
+    st.integers(1, 10**5),
+    st.one_of(st.none(), st.floats(1e-6, 1.0)),
+    st.sampled_from(["adam", "signum", "muon"]),
+    st.floats(0.0, 1.0),
+    st.integers(0, 2**31),
+    st.booleans(),
+)
+def test_training_options_parse_to_the_config(steps, batch, lr, optimizer, decay, seed, norm):
+    from monosemantic.cli import build_parser
+    from monosemantic.config import from_arguments
+    from monosemantic.training.trainer import TrainConfig
+
+    argv = ["train", "--steps", str(steps), "--batch-size", str(batch), "--optimizer", optimizer,
+            "--lr-decay-fraction", repr(decay), "--seed", str(seed),
+            "--normalize-inputs" if norm else "--no-normalize-inputs"]  # fmt: skip
+    if lr is not None:
+        argv += ["--lr", repr(lr)]
+    parsed = from_arguments(TrainConfig, build_parser().parse_args(argv))
+    expected = TrainConfig(steps=steps, batch_size=batch, lr=lr, optimizer=optimizer,
+                           lr_decay_fraction=decay, seed=seed, normalize_inputs=norm)  # fmt: skip
+    assert parsed == expected
+
+
+@settings(max_examples=60)
+@given(st.data())
+def test_sae_configs_round_trip_through_their_dicts(data) -> None:
+    from monosemantic.sae.registry import config_from_dict
+
+    name = data.draw(st.sampled_from(sorted(ARCHITECTURES)))
+    cfg = config(name, d_in=data.draw(st.integers(1, 64)), d_sae=64,
+                 hook=data.draw(names) + ":output", **own_settings(name, data.draw))  # fmt: skip
+    assert config_from_dict(json_round_trip(cfg.to_dict())) == cfg
+
+
+def json_round_trip(value):
+    import json
+
+    return json.loads(json.dumps(value))

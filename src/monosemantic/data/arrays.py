@@ -14,11 +14,15 @@ import torch
 SUPPORTED = (".npy", ".safetensors", ".csv", ".parquet")
 
 
-def load_matrix(path: str | Path, *, key: str | None = None) -> torch.Tensor:
+def load_matrix(
+    path: str | Path, *, key: str | None = None, drop_non_finite: bool = False
+) -> torch.Tensor:
     """The matrix in ``path`` as float32 ``[n, d]``; ``key`` picks a tensor in a .safetensors file.
 
     A .csv may start with a header row (detected: a first row that does not parse as numbers).
-    A .parquet contributes its numeric columns; other columns are skipped with a warning.
+    A .parquet contributes its numeric columns; other columns are skipped with a warning. Rows
+    holding NaN or Inf are refused, naming them, or with ``drop_non_finite`` dropped and counted
+    in the log.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -44,12 +48,17 @@ def load_matrix(path: str | Path, *, key: str | None = None) -> torch.Tensor:
     if matrix.shape[0] == 0 or matrix.shape[1] == 0:
         raise ValueError(f"{path} holds an empty matrix of shape {tuple(matrix.shape)}")
     matrix = matrix.float()
-    bad = (~torch.isfinite(matrix)).any(dim=1).nonzero().squeeze(-1)
+    finite = torch.isfinite(matrix).all(dim=1)
+    bad = (~finite).nonzero().squeeze(-1)
+    if bad.numel() and drop_non_finite and bad.numel() < len(matrix):
+        dropped = f"{path}: dropped {bad.numel()} of {len(matrix)} rows holding NaN or Inf"
+        warnings.warn(dropped, stacklevel=2)
+        return matrix[finite]
     if bad.numel():
         shown = ", ".join(str(int(i)) for i in bad[:8]) + (", ..." if bad.numel() > 8 else "")
         raise ValueError(
             f"{path}: {bad.numel()} of {matrix.shape[0]} rows hold NaN or Inf (rows {shown}); "
-            "drop or impute them before training"
+            "drop or impute them, or pass --drop-non-finite to leave them out"
         )
     return matrix
 

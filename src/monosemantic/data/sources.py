@@ -50,6 +50,8 @@ class DataConfig:
     activation cache folder, or a matrix file (.npy/.safetensors/.csv/.parquet) of activations."""
     dtype: str = "float32"
     """Model dtype (float32, bfloat16, float16)."""
+    drop_non_finite: bool = False
+    """Leave out matrix rows holding NaN or Inf (counted in a warning) instead of refusing them."""
     allow_pickled_weights: bool = False
     """Load a model folder whose weights are pickled (pytorch_model.bin), with torch's
     weights_only=True; off: only safetensors or GGUF weights load."""
@@ -214,7 +216,7 @@ def open_sources(
         in_sample = itertools.islice(cache.batches(eval_batch_size, seed=1), eval_batches)
         return Sources(cache, in_sample, widths)
     if data.kind == "matrix":
-        matrix = load_matrix(cfg.data)
+        matrix = load_matrix(cfg.data, drop_non_finite=cfg.drop_non_finite)
         n_eval = max(1, int(len(matrix) * cfg.eval_fraction))
         if n_eval >= len(matrix):
             raise ValueError(
