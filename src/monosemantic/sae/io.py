@@ -77,15 +77,29 @@ def load_sae(folder: str | Path) -> SAE:
     then uses its threshold; call ``.train()`` to train it further)."""
     folder = Path(folder)
     if peers.is_dictionary_learning(folder):
-        return peers.load_dictionary_learning(folder)
-    if not folder.is_dir():
+        source = peers.dictionary_learning_file(folder)
+        cfg, weights = peers.from_dictionary_learning(source)
+    elif not folder.is_dir():
         raise FileNotFoundError(
             f"no SAE folder {folder}: expected a directory holding {CFG_FILE} and {WEIGHTS_FILE} "
             f"(SAELens layout), {peers.SPARSIFY_WEIGHTS} (sparsify) or "
             f"{peers.DICTIONARY_LEARNING_WEIGHTS} (dictionary_learning)"
         )
-    if not (folder / WEIGHTS_FILE).exists() and peers.is_sparsify(folder):
-        return peers.load_sparsify(folder)
+    elif not (folder / WEIGHTS_FILE).exists() and peers.is_sparsify(folder):
+        source = folder / peers.SPARSIFY_WEIGHTS
+        raw = _read_json(folder / CFG_FILE)
+        cfg, weights = peers.from_sparsify(raw, _read_safetensors(source), folder)
+    else:
+        source = folder / WEIGHTS_FILE
+        cfg, weights = _from_our_layout(folder)
+    sae = create(cfg)
+    _check_weights(sae, weights, source)
+    sae.import_state({name: t.contiguous() for name, t in weights.items()})
+    return sae.eval()
+
+
+def _from_our_layout(folder: Path) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
+    """Config and tensors of a folder in SAELens's layout, written here or by SAELens."""
     raw = _read_json(folder / CFG_FILE)
     weights = _read_safetensors(folder / WEIGHTS_FILE)
     ours = (raw.get("metadata") or {}).get(META_KEY)
@@ -101,12 +115,8 @@ def load_sae(folder: str | Path) -> SAE:
                 f"{folder / CFG_FILE}: d_in={raw.get('d_in')}, d_sae={raw.get('d_sae')} disagree "
                 f"with its metadata's d_in={cfg.d_in}, d_sae={cfg.d_sae}"
             )
-    else:
-        cfg, weights = _from_saelens(raw, weights, folder)
-    sae = create(cfg)
-    _check_weights(sae, weights, folder)
-    sae.import_state(weights)
-    return sae.eval()
+        return cfg, weights
+    return _from_saelens(raw, weights, folder)
 
 
 def load_sparsity(folder: str | Path) -> torch.Tensor | None:
@@ -199,7 +209,7 @@ def _fold_decoder_norms(weights: dict[str, torch.Tensor]) -> None:
         weights["b_enc"] = weights["b_enc"] * norms
 
 
-def _check_weights(sae: SAE, weights: dict[str, torch.Tensor], folder: Path) -> None:
+def _check_weights(sae: SAE, weights: dict[str, torch.Tensor], source: Path) -> None:
     expected = {name: tuple(t.shape) for name, t in sae.export_state().items()}
     problems = [f"missing {name}" for name in expected if name not in weights]
     problems += [f"unexpected {name}" for name in weights if name not in expected]
@@ -211,7 +221,7 @@ def _check_weights(sae: SAE, weights: dict[str, torch.Tensor], folder: Path) -> 
     if problems:
         cfg = sae.cfg
         raise SAEFormatError(
-            f"{folder / WEIGHTS_FILE} does not match {CFG_FILE} (architecture={cfg.architecture}, "
+            f"{source} does not match its config (architecture={cfg.architecture}, "
             f"d_in={cfg.d_in}, d_sae={cfg.d_sae}): {'; '.join(problems)}"
         )
 

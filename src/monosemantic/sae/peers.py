@@ -30,11 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
-from monosemantic.sae.base import SAE
-from monosemantic.sae.registry import config, create
+from monosemantic.sae.base import SAEConfig
+from monosemantic.sae.registry import config
 
 SPARSIFY_WEIGHTS = "sae.safetensors"
 DICTIONARY_LEARNING_WEIGHTS = "ae.pt"
@@ -54,13 +52,11 @@ def is_dictionary_learning(path: Path) -> bool:
     )
 
 
-def load_sparsify(folder: Path) -> SAE:
-    """A sparsify ``SparseCoder`` folder as a topk or groupmax SAE (eval mode)."""
-    raw = json.loads((folder / "cfg.json").read_text())
-    try:
-        weights = load_file(folder / SPARSIFY_WEIGHTS)
-    except SafetensorError as err:
-        raise PeerFormatError(f"{folder / SPARSIFY_WEIGHTS} is not readable: {err}") from None
+def from_sparsify(
+    raw: dict[str, Any], weights: dict[str, torch.Tensor], folder: Path
+) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
+    """Our config and tensors (``export_state`` names) for a sparsify ``SparseCoder`` folder:
+    its cfg.json (``raw``) and sae.safetensors (``weights``); a topk or groupmax SAE."""
     if "W_skip" in weights or raw.get("skip_connection"):
         raise PeerFormatError(
             f"{folder}: a skip transcoder (W_skip) cannot be read yet; only sparsify SAEs and "
@@ -88,14 +84,16 @@ def load_sparsify(folder: Path) -> SAE:
         dtype=dtype,
         metadata=metadata,
     )
-    return _with_state(
-        create(cfg), {"W_enc": w_enc, "b_enc": b_enc, "W_dec": weights["W_dec"], "b_dec": b_dec}
-    )
+    return cfg, {"W_enc": w_enc, "b_enc": b_enc, "W_dec": weights["W_dec"], "b_dec": b_dec}
 
 
-def load_dictionary_learning(path: Path) -> SAE:
-    """A dictionary_learning ``ae.pt`` (or the folder holding it) as one of our SAEs."""
-    file = path if path.name == DICTIONARY_LEARNING_WEIGHTS else path / DICTIONARY_LEARNING_WEIGHTS
+def dictionary_learning_file(path: Path) -> Path:
+    """The ``ae.pt`` that ``path`` names or holds."""
+    return path if path.name == DICTIONARY_LEARNING_WEIGHTS else path / DICTIONARY_LEARNING_WEIGHTS
+
+
+def from_dictionary_learning(file: Path) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
+    """Our config and tensors (``export_state`` names) for a dictionary_learning ``ae.pt``."""
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a file it refuses or cannot read
@@ -156,7 +154,7 @@ def load_dictionary_learning(path: Path) -> SAE:
     d_in, d_sae = mapped["W_enc"].shape
     dtype = str(mapped["W_enc"].dtype).removeprefix("torch.")
     cfg = config(name, d_in=int(d_in), d_sae=int(d_sae), dtype=dtype, metadata=metadata, **fields)
-    return _with_state(create(cfg), mapped)
+    return cfg, mapped
 
 
 def _global_threshold(state: dict[str, torch.Tensor], file: Path) -> torch.Tensor:
@@ -183,13 +181,3 @@ def _dictionary_learning_config(folder: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, AttributeError) as err:
         raise PeerFormatError(f"{path} is not dictionary_learning's config.json: {err}") from None
     return {k: v for k, v in trainer.items() if isinstance(v, (str, int, float, bool, type(None)))}
-
-
-def _with_state(sae: SAE, state: dict[str, torch.Tensor]) -> SAE:
-    """``sae`` holding ``state`` (our ``export_state`` names), checked for shape, in eval mode."""
-    expected = {name: tuple(t.shape) for name, t in sae.export_state().items()}
-    got = {name: tuple(t.shape) for name, t in state.items()}
-    if expected != got:
-        raise PeerFormatError(f"tensors {got} do not fit a {sae.architecture} SAE ({expected})")
-    sae.import_state({name: t.contiguous() for name, t in state.items()})
-    return sae.eval()
