@@ -63,6 +63,7 @@ def test_train_killed_at_random_points_resumes_to_the_same_sae(tmp_path: Path) -
         metrics = out / "train" / "metrics.jsonl"
         kills += kill_when(process, lambda m=metrics, t=target: lines_in(m) >= t)
     assert kills == 3, "each kill lands while it runs"
+    (out / "train" / ".checkpoint.pt.killed.tmp").write_bytes(b"half")  # as a kill mid-write leaves
     while True:  # then let it finish
         resume = ["--resume"] if (out / "train" / "checkpoint.pt").exists() else []
         fresh = [] if resume or not out.exists() else ["--overwrite"]
@@ -77,6 +78,7 @@ def test_train_killed_at_random_points_resumes_to_the_same_sae(tmp_path: Path) -
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
     steps = [line for line in (out / "train" / "metrics.jsonl").read_text().splitlines() if line]
     assert len(steps) == len(set(steps)) == 6000 // 50, "each logged step once"
+    assert not list((out / "train").glob(".*.tmp")), "a killed write's temporary file is removed"
 
 
 @pytest.mark.slow

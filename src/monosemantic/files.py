@@ -37,6 +37,13 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
+def remove_partial_writes(folder: str | Path) -> None:
+    """Delete the temporary files ``atomic_write`` left in ``folder`` when a process was killed
+    mid-write (a SIGKILL runs no cleanup); the files they were meant to replace are intact."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 

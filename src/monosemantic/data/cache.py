@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import save
 
 from monosemantic.data.store import shuffled_indices
-from monosemantic.files import atomic_write_bytes
+from monosemantic.files import atomic_write_bytes, remove_partial_writes
 
 MANIFEST = "manifest.json"
 FORMAT = "monosemantic-activation-cache"
@@ -132,6 +132,7 @@ def write_cache(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    remove_partial_writes(folder)
     meta = json.loads(json.dumps(meta))  # what the manifest will hold: tuples become lists
     old = _resumable(folder, meta)
     old_shards = [] if old is None else old.shards

@@ -6,11 +6,11 @@ entry of its ``cfg.hook``, so SAEs of different widths and inputs train in one r
 every SAE: the objective's loss terms (``objective.reconstruction`` by default), Adam (or Signum,
 Muon: ``optimizers.py``) with LR warmup and linear decay, sparsity warmup, and after backward one
 place for the gradients (decoder rows kept at unit norm by projection where the architecture
-asks, clipping); then the
-architecture's own state update, dead-latent tracking (for AuxK and resampling) and optional
-Anthropic-style resampling. Inputs are scaled per hook so that E‖x‖² = 1; the scale is folded
-into the weights when training ends, so the returned SAEs act on raw activations. Checkpoints are
-atomic and ``resume=True`` continues bit-for-bit.
+asks, clipping); then the architecture's own state update, dead-latent tracking and running
+densities (for AuxK, aux_zipf_loss and resampling) and optional Anthropic-style resampling.
+Inputs are scaled per hook so that E‖x‖² = 1; the scale is folded into the weights when training
+ends, so the returned SAEs act on raw activations. Checkpoints are atomic and ``resume=True``
+continues bit-for-bit.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from monosemantic.config import check
 from monosemantic.data.store import Step, check_finite
-from monosemantic.files import atomic_write, finite
+from monosemantic.files import atomic_write, finite, remove_partial_writes
 from monosemantic.sae.base import SAE, LossContext
 from monosemantic.training.objective import Batch, Objective, reconstruction
 from monosemantic.training.optimizers import OPTIMIZERS, default_lr, make_optimizer
@@ -397,6 +397,7 @@ class Trainer:
         log_file = None
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_partial_writes(self.out_dir)
             log_file = self.open_log(self.out_dir / "metrics.jsonl")
         iterator: Iterator[Step] = iter(batches)
         for run in self.runs:
