@@ -130,39 +130,43 @@ def sparsify():
 
 
 @pytest.mark.parametrize(
-    ("activation", "transcode"), [("topk", False), ("groupmax", False), ("topk", True)]
+    ("activation", "transcode", "skip"),
+    [
+        ("topk", False, False),
+        ("groupmax", False, False),
+        ("topk", True, False),
+        ("topk", True, True),
+    ],
 )
-def test_sparsify_coders_encode_equally(tmp_path: Path, sparsify, activation, transcode):
+def test_sparsify_coders_encode_equally(tmp_path: Path, sparsify, activation, transcode, skip):
     torch.manual_seed(0)
-    cfg = sparsify.SparseCoderConfig(activation=activation, num_latents=F, k=K, transcode=transcode)
+    cfg = sparsify.SparseCoderConfig(
+        activation=activation, num_latents=F, k=K, transcode=transcode, skip_connection=skip
+    )
     coder = sparsify.SparseCoder(D, cfg)
     if transcode:
         with torch.no_grad():
             coder.W_dec.normal_()
             coder.b_dec.normal_()
+            if skip:
+                coder.W_skip.normal_()
     opt = torch.optim.Adam(coder.parameters(), lr=1e-2)
     for step in range(30):  # trained briefly through the package's own forward and loss
         x = data(step)
-        out = coder(x, y=x * 0.5 if transcode else None)
+        out = coder(x, y=x.flip(-1) * 0.5 if transcode else None)
         opt.zero_grad()
         out.fvu.backward()
         opt.step()
     coder.save_to_disk(tmp_path)
     ours = load_sae(tmp_path)
     assert ours.architecture == activation
+    assert (ours.cfg.transcoder, ours.cfg.skip) == (transcode, skip)
     x = data(seed=99)
     with torch.no_grad():
         top_acts, top_indices, _ = coder.encode(x)
         dense = torch.zeros(N, F).scatter(1, top_indices, top_acts)
         torch.testing.assert_close(ours.encode(x), dense, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(ours(x), coder(x).sae_out, atol=1e-5, rtol=1e-5)
-
-
-def test_sparsify_skip_transcoder_is_refused_clearly(tmp_path, sparsify):
-    cfg = sparsify.SparseCoderConfig(num_latents=F, k=K, transcode=True, skip_connection=True)
-    sparsify.SparseCoder(D, cfg).save_to_disk(tmp_path)
-    with pytest.raises(PeerFormatError, match="skip transcoder"):
-        load_sae(tmp_path)
 
 
 def test_info_reads_a_peer_dictionary(tmp_path: Path, sparsify, capsys) -> None:

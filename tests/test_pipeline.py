@@ -123,3 +123,33 @@ def test_sae_with_wrong_width_is_refused(tiny_lm_folder, tiny_text, tmp_path, ca
     assert main(["eval", str(tmp_path / "sae"), *args]) == 2
     err = capsys.readouterr().err
     assert "d_in=64" in err and "width 32" in err
+
+
+def test_train_and_eval_a_transcoder_of_an_mlp(tiny_lm_folder, tiny_text, tmp_path, capsys):
+    """--hook the MLP's input, --hook-out its output: the transcoder is judged on the output
+    and spliced in place of the MLP; eval reads both points from its cfg.json."""
+    args = text_args(tiny_lm_folder, tiny_text)
+    args[args.index("--hook") + 1] = "model.layers.0.mlp:input"
+    args += ["--hook-out", "model.layers.0.mlp:output", "--skip-transcoder"]
+    out = tmp_path / "run"
+    assert main(["train", *args, *FAST, "--out", str(out)]) == 0
+    (summary,) = json.loads((out / "summary.json").read_text())["saes"]
+    assert summary["name"] == "topk-skip-transcoder-64-k4"
+    assert 0 <= summary["eval"]["fvu"] < 1 and summary["train"]["output_scale"] > 0
+    sae = load_sae(summary["folder"])
+    assert (sae.cfg.hook, sae.cfg.hook_out, sae.cfg.skip) == (
+        "model.layers.0.mlp:input",
+        "model.layers.0.mlp:output",
+        True,
+    )
+    capsys.readouterr()
+    assert main(["eval", summary["folder"], *eval_args(args[:-3])]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["fvu"] == pytest.approx(summary["eval"]["fvu"], rel=1e-4)
+    assert metrics["loss_recovered"] == pytest.approx(summary["eval"]["loss_recovered"], rel=1e-4)
+
+
+def test_skip_transcoder_without_hook_out_is_refused(tiny_lm_folder, tiny_text, tmp_path):
+    args = [*text_args(tiny_lm_folder, tiny_text), *FAST, "--skip-transcoder"]
+    assert main(["train", *args, "--out", str(tmp_path / "run")]) == 2
+    assert not (tmp_path / "run").exists()

@@ -366,7 +366,7 @@ def test_topk_sparse_decoding_matches_the_dense_product():
     for sparse in (True, False):
         sae.zero_grad()
         if not sparse:  # the base class's dense path
-            sae.forward_full = lambda x: SAE.forward_full(sae, x)  # type: ignore[method-assign]
+            sae.autoencode = lambda x: SAE.autoencode(sae, x)  # type: ignore[method-assign]
         terms, out = loss_terms(sae, x, dead=dead)
         terms["loss"].backward()
         assert (out.codes.indices is not None) == sparse

@@ -27,17 +27,29 @@ D_IN, D_SAE, K = 12, 40, 4
 ALL = sorted(ARCHITECTURES)
 
 
-def random_sae(architecture: str, seed: int = 0) -> SAE:
-    """An SAE of ``architecture`` with every parameter random, in eval mode."""
+D_OUT = 7
+TRANSCODES = {"hook": "model.layers.1.mlp:input", "hook_out": "model.layers.1.mlp:output"}
+
+
+def random_sae(
+    architecture: str, seed: int = 0, *, transcoder: bool = False, skip: bool = False
+) -> SAE:
+    """An SAE of ``architecture`` with every parameter random, in eval mode; ``transcoder``:
+    one from d_in to D_OUT (``skip``: with a skip connection)."""
     torch.manual_seed(seed)
     fields = architecture_fields(ARCHITECTURES[architecture])
     own = {"k": K} if "k" in fields else {"sparsity_coefficient": 0.25}
+    where = (
+        {**TRANSCODES, "d_out": D_OUT, "skip": skip}
+        if transcoder
+        else {"hook": TRANSCODES["hook_out"]}
+    )
     cfg = config(
         architecture,
         d_in=D_IN,
         d_sae=D_SAE,
         **own,
-        hook="model.layers.1.mlp:output",
+        **where,
         model="tiny-model",
         metadata={"run": 7, "note": "x"},
     )
@@ -359,3 +371,88 @@ def test_jumprelu_tanh_and_pre_act_losses_equal_saelens(tmp_path: Path, sae_lens
     torch.testing.assert_close(
         ours.log_threshold.grad / theta, theirs.threshold.grad, rtol=1e-4, atol=1e-7
     )
+
+
+# --- transcoders ---------------------------------------------------------------------------
+
+TRANSCODING = sorted(set(ALL) - {"matching_pursuit"})
+"""Every architecture but matching pursuit (it searches its decoder for the input itself)."""
+
+
+@pytest.mark.parametrize("skip", [False, True])
+@pytest.mark.parametrize("architecture", TRANSCODING)
+def test_transcoder_round_trip_is_exact(tmp_path: Path, architecture: str, skip: bool) -> None:
+    sae = random_sae(architecture, transcoder=True, skip=skip)
+    save_sae(sae, tmp_path)
+    loaded = load_sae(tmp_path)
+    assert loaded.cfg == sae.cfg and loaded.cfg.d_out == D_OUT and loaded.cfg.skip == skip
+    original, restored = sae.state_dict(), loaded.state_dict()
+    assert original.keys() == restored.keys() and ("W_skip" in original) == skip
+    for name, tensor in original.items():
+        assert torch.equal(restored[name], tensor), name
+    x = inputs()
+    with torch.no_grad():
+        assert loaded(x).shape == (len(x), D_OUT)
+        assert torch.equal(loaded(x), sae(x))
+
+
+SAELENS_TRANSCODER_CLASSES = {
+    "transcoder": "Transcoder",
+    "skip_transcoder": "SkipTranscoder",
+    "jumprelu_transcoder": "JumpReLUTranscoder",
+    "jumprelu_skip_transcoder": "JumpReLUSkipTranscoder",
+}
+
+
+@pytest.mark.parametrize("skip", [False, True])
+@pytest.mark.parametrize("architecture", TRANSCODING)
+def test_saelens_loads_our_transcoder(tmp_path: Path, sae_lens, architecture: str, skip) -> None:
+    """SAELens has ReLU and JumpReLU transcoders: ours of those functions load as them with the
+    same outputs; an architecture it has none for is refused by SAELens, by name."""
+    sae = random_sae(architecture, transcoder=True, skip=skip)
+    save_sae(sae, tmp_path)
+    raw = json.loads((tmp_path / CFG_FILE).read_text())
+    assert raw["apply_b_dec_to_input"] is False
+    assert (raw["d_out"], raw["hook_name_out"]) == (D_OUT, TRANSCODES["hook_out"])
+    if raw["architecture"] not in SAELENS_TRANSCODER_CLASSES:
+        assert raw["architecture"].endswith("skip_transcoder" if skip else "_transcoder")
+        with pytest.raises(KeyError):
+            sae_lens.SAE.load_from_disk(tmp_path)
+        return
+    theirs = sae_lens.SAE.load_from_disk(tmp_path)
+    assert type(theirs).__name__ == SAELENS_TRANSCODER_CLASSES[raw["architecture"]]
+    x = inputs()
+    with torch.no_grad():
+        f = sae.encode(x)
+        torch.testing.assert_close(theirs.encode(x), f, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(theirs(x), sae(x), atol=1e-6, rtol=1e-6)
+    assert (f != 0).any() and (f == 0).any(), "the test inputs must exercise sparsity"
+
+
+@pytest.mark.parametrize("name", sorted(SAELENS_TRANSCODER_CLASSES))
+def test_we_load_saelens_transcoder(tmp_path: Path, sae_lens, name: str) -> None:
+    cls = getattr(sae_lens.saes.transcoder, SAELENS_TRANSCODER_CLASSES[name])
+    cfg_cls = getattr(sae_lens.saes.transcoder, SAELENS_TRANSCODER_CLASSES[name] + "Config")
+    metadata = sae_lens.saes.sae.SAEMetadata(hook_name="blocks.1.ln2.hook_normalized")
+    theirs = cls(
+        cfg_cls(d_in=D_IN, d_sae=D_SAE, d_out=D_OUT, apply_b_dec_to_input=False, metadata=metadata)
+    )
+    _randomise(theirs, seed=8)
+    if "jumprelu" in name:
+        with torch.no_grad():
+            theirs.threshold.copy_(torch.rand(D_SAE) * 0.6)
+    theirs.save_model(tmp_path)
+    ours = load_sae(tmp_path)
+    assert ours.cfg.architecture == ("jumprelu" if "jumprelu" in name else "standard")
+    assert (ours.cfg.d_out, ours.cfg.skip, ours.cfg.hook) == (
+        D_OUT,
+        "skip" in name,
+        "blocks.1.ln2.hook_normalized",
+    )
+    assert ours.cfg.transcoder, "SAELens's save_model drops hook_name_out; it is still a transcoder"
+    x = inputs(seed=9)
+    with torch.no_grad():
+        f = theirs.encode(x)
+        torch.testing.assert_close(ours.encode(x), f, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-6, rtol=1e-6)
+    assert (f != 0).any() and (f == 0).any()

@@ -57,12 +57,17 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> list[str]:
             help=f"{field_help(config_class).get(field, '')} ({where})",
             many=bool(swept),
         )
+    group.add_argument(
+        "--skip-transcoder",
+        action="store_true",
+        help=field_help(SweepConfig)["skip_transcoder"] + " Needs --hook-out.",
+    )
     return list(owners)
 
 
 def sweep_from_arguments(args: argparse.Namespace, fields: list[str]) -> SweepConfig:
     settings = {name: getattr(args, name) for name in fields if hasattr(args, name)}
-    return SweepConfig(args.architecture, list(args.expansion), settings)
+    return SweepConfig(args.architecture, list(args.expansion), settings, args.skip_transcoder)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -71,7 +76,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="train SAEs on activations",
         description="Train a sweep of SAEs (every combination of --expansion and the "
         "architecture's sweep axes, e.g. --k or --sparsity-coefficient) at every --hook point, "
-        "on the activations of one model pass, then evaluate and save them. "
+        "on the activations of one model pass, then evaluate and save them; with --hook-out, "
+        "transcoders from each --hook to its --hook-out. "
         "Example: monosemantic train --hook model.layers.3.mlp:output --k 16 32 --out runs/l3",
     )
     add_out(parser, "output folder", default="runs/train")

@@ -45,6 +45,10 @@ class DataConfig:
     hook: list[str] = field(default_factory=lambda: ["model.layers.3.mlp:output"])
     """Hook point(s) MODULE_PATH:input|output, read in one model pass (list them with
     `monosemantic info MODEL`)."""
+    hook_out: list[str] = field(default_factory=list)
+    """Train transcoders: one target per --hook, which the SAEs reading that hook reconstruct
+    instead of their input (e.g. --hook model.layers.3.mlp:input --hook-out
+    model.layers.3.mlp:output; "" keeps that hook's SAEs autoencoders); empty: autoencoders."""
     data: str = "shakespeare"
     """Text (shakespeare, a .txt/.jsonl/.parquet file or folder, a HF dataset name), an
     activation cache folder, or a matrix file (.npy/.safetensors/.csv/.parquet) of activations."""
@@ -76,8 +80,24 @@ class DataConfig:
     def __post_init__(self) -> None:
         if isinstance(self.hook, str):
             self.hook = [self.hook]
+        if isinstance(self.hook_out, str):
+            self.hook_out = [self.hook_out]
         check(len(self.hook) > 0, "hook", self.hook, "at least one hook point")
-        self.hook = list(dict.fromkeys(str(HookPoint.parse(h)) for h in self.hook))
+        check(
+            len(self.hook_out) in (0, len(self.hook)),
+            "hook_out",
+            self.hook_out,
+            f"one target per --hook ({len(self.hook)}), or none for autoencoders",
+        )
+        targets = self.hook_out or [""] * len(self.hook)
+        pairs = dict.fromkeys(
+            (str(HookPoint.parse(h)), str(HookPoint.parse(t)) if t else "")
+            for h, t in zip(self.hook, targets, strict=True)
+        )
+        for reads, target in pairs:
+            check(reads != target, "hook_out", target, "a point other than the --hook it maps from")
+        self.hook = [reads for reads, _ in pairs]
+        self.hook_out = [target for _, target in pairs] if self.hook_out else []
         check(self.context_size > 1, "context_size", self.context_size, "an integer > 1")
         check(
             self.max_tokens >= self.context_size,
@@ -86,6 +106,16 @@ class DataConfig:
             f">= context_size={self.context_size}",
         )
         check(0 < self.eval_fraction < 1, "eval_fraction", self.eval_fraction, "in (0, 1)")
+
+    @property
+    def points(self) -> list[str]:
+        """Every hook point one model pass reads: the inputs, then the transcoders' targets."""
+        return list(dict.fromkeys(self.hook + [target for target in self.hook_out if target]))
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """(hook an SAE reads, the point it reconstructs or "" for itself), one per --hook."""
+        return list(zip(self.hook, self.hook_out or [""] * len(self.hook), strict=True))
 
 
 @dataclass(frozen=True)
@@ -121,7 +151,12 @@ class ResolvedData:
     @property
     def hooks(self) -> list[str]:
         """The keys of the activations a step holds (``MATRIX_KEY`` for a matrix)."""
-        return [MATRIX_KEY] if self.kind == "matrix" else self.cfg.hook
+        return [MATRIX_KEY] if self.kind == "matrix" else self.cfg.points
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """(key an SAE reads, key it reconstructs or "" for the same), one per SAE input."""
+        return [(MATRIX_KEY, "")] if self.kind == "matrix" else self.cfg.pairs
 
 
 CACHE_FIELDS = ("model", "max_tokens", "context_size", "eval_fraction", "include_special")
@@ -208,6 +243,11 @@ def open_sources(
     ``eval_batches`` batches of the cache itself (in-sample).
     """
     cfg = data.cfg
+    if cfg.hook_out and data.kind != "text":
+        raise ValueError(
+            f"transcoders (--hook-out) read two hook points of one model pass; {cfg.data} is "
+            f"a {data.kind} of one: train them from text (e.g. --data shakespeare)"
+        )
     if data.kind == "cache":
         cache = ActivationCache(Path(cfg.data), manifest=data.manifest)
         widths = dict.fromkeys(data.hooks, cache.d)
@@ -230,13 +270,13 @@ def open_sources(
     live = LiveActivations(
         text.model,
         text.train_tokens,
-        cfg.hook,
+        cfg.points,
         exclude=text.train_exclude,
         windows_per_forward=cfg.windows_per_forward,
         buffer_rows=cfg.buffer_rows,
         truncate=cfg.truncate,
     )
-    return Sources(live, held_out(cfg, text), hook_widths(text.model, cfg.hook))
+    return Sources(live, held_out(cfg, text), hook_widths(text.model, cfg.points))
 
 
 def held_out(cfg: DataConfig, text: Text) -> Iterator[dict[str, torch.Tensor]]:
@@ -244,7 +284,7 @@ def held_out(cfg: DataConfig, text: Text) -> Iterator[dict[str, torch.Tensor]]:
     return harvest(
         text.model,
         text.eval_tokens,
-        cfg.hook,
+        cfg.points,
         batch_size=cfg.windows_per_forward,
         exclude=text.eval_exclude,
         truncate=cfg.truncate,
@@ -260,7 +300,7 @@ def cache_activations(
     store_dtype: str = "float32",
 ) -> Manifest:
     """Write the training windows' activations at the (one) hook point to ``out``; resumable."""
-    if len(cfg.hook) != 1:
+    if len(cfg.points) != 1:
         raise ValueError(
             f"a cache holds one hook point; got {len(cfg.hook)} ({', '.join(cfg.hook)}): "
             "write one cache per hook point"

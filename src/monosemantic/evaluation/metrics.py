@@ -1,7 +1,8 @@
 """How well an SAE reconstructs its inputs, and how often each latent fires.
 
 Over all inputs x [n, d_in] with reconstructions x̂ and codes f [n, d_sae] (definitions as in
-Bricken et al. 2023, "Towards Monosemanticity", and Gao et al. 2024, arXiv 2406.04093):
+Bricken et al. 2023, "Towards Monosemanticity", and Gao et al. 2024, arXiv 2406.04093); for a
+transcoder, x below is its target (the activation it reconstructs):
 
     mse             (1/n) Σ_n Σ_d (x − x̂)²
     fvu             Σ‖x − x̂‖² / Σ‖x − x̄‖²,  x̄ the mean over all n inputs
@@ -135,16 +136,17 @@ class ReconstructionStats:
 
 def evaluate_reconstruction(
     sae: SAE,
-    batches: Iterable[torch.Tensor],
+    batches: Iterable[torch.Tensor | tuple[torch.Tensor, torch.Tensor]],
     max_batches: int | None = None,
     *,
     dense_threshold: float = 0.1,
     bin_width: float = BIN_WIDTH,
 ) -> dict[str, Any]:
     """``ReconstructionStats.result()`` and the ``DescriptionLength`` of ``sae``'s codes (bin
-    width ``bin_width``) over ``batches`` ([..., d_in] each, flattened to [batch, d_in]), in eval
-    mode without gradients. Metrics compare against x in its own dtype, so a bfloat16 SAE is
-    judged against the full-precision activations."""
+    width ``bin_width``) over ``batches`` ([..., d_in] each, flattened to [batch, d_in]; for a
+    transcoder (inputs, targets [..., d_out]) pairs), in eval mode without gradients. Metrics
+    compare against x in its own dtype, so a bfloat16 SAE is judged against the full-precision
+    activations."""
     if max_batches is not None:
         check(max_batches > 0, "max_batches", max_batches, "a positive integer or None")
     param = next(sae.parameters())
@@ -155,9 +157,11 @@ def evaluate_reconstruction(
     try:
         with torch.no_grad():
             for batch in itertools.islice(batches, max_batches):
-                x = batch.reshape(-1, batch.shape[-1]).to(param.device)
+                inputs, targets = batch if isinstance(batch, tuple) else (batch, batch)
+                x = inputs.reshape(-1, inputs.shape[-1]).to(param.device)
+                target = targets.reshape(-1, targets.shape[-1]).to(param.device)
                 out = sae.forward_full(x.to(param.dtype))
-                stats.update(x, out.x_hat.to(x.dtype), out.codes)
+                stats.update(target, out.x_hat.to(target.dtype), out.codes)
                 length.update(out.codes)
     finally:
         sae.train(was_training)

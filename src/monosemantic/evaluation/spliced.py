@@ -1,9 +1,11 @@
 """What an SAE's reconstruction costs a language model: splice it in and compare predictions.
 
 For each batch the model runs clean, with the activation at ``hook`` replaced by the SAE's
-reconstruction, and with it replaced by zeros (all through ``monosemantic.hooks.patch``). A sweep
-shares the clean and zero-ablated passes: ``spliced_metrics_many`` runs them once per batch (the
-zero-ablated one once per hook point) and one spliced pass per SAE.
+reconstruction, and with it replaced by zeros (all through ``monosemantic.hooks``). A transcoder
+reads one point and replaces another (an MLP's input → its output): its output takes the place of
+the MLP's, and zero ablation zeroes that output. A sweep shares the clean and zero-ablated passes:
+``spliced_metrics_many`` runs them once per batch (the zero-ablated one once per replaced point)
+and one spliced pass per SAE.
 
     loss_recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean)       (Bricken et al. 2023)
     kl             = KL(p_clean ‖ p_sae), mean over predicted positions (Braun et al. 2024,
@@ -17,7 +19,9 @@ position whose next token (the target) is excluded is not scored.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,9 +29,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from monosemantic.config import check
-from monosemantic.hooks import HookPoint, patch
+from monosemantic.hooks import HookPoint, HookPointError, hooked
 
 Rows = Callable[[torch.Tensor], torch.Tensor]
+Where = str | HookPoint | tuple[str | HookPoint, str | HookPoint]
+"""The point an SAE replaces, or a transcoder's (point it reads, point it replaces)."""
 
 
 def _logits(output: Any) -> torch.Tensor:
@@ -41,21 +47,65 @@ def _logits(output: Any) -> torch.Tensor:
     return logits
 
 
-def _splice(replace: Rows, keep: torch.Tensor, where: HookPoint) -> Callable[..., torch.Tensor]:
-    """A patch function replacing the rows of act [batch, ctx, d] where keep [batch, ctx]."""
+@dataclass(frozen=True)
+class Splice:
+    """Replace the activation at ``writes`` by ``rows`` of the one at ``reads`` (the same point
+    for an SAE, another for a transcoder)."""
 
-    def fn(act: torch.Tensor) -> torch.Tensor:
-        if act.ndim < 3 or act.shape[:2] != keep.shape:
-            raise ValueError(
-                f"hook {where} carries a tensor of shape {tuple(act.shape)}; "
-                f"expected [batch, ctx, d] with [batch, ctx] = {tuple(keep.shape)} "
-                "(choose a hook point on the token stream)"
+    reads: HookPoint
+    writes: HookPoint
+    rows: Rows
+
+    @classmethod
+    def of(cls, where: Where, sae: nn.Module) -> Splice:
+        reads, writes = where if isinstance(where, tuple) else (where, where)
+        return cls(HookPoint.parse(reads), HookPoint.parse(writes), _sae_rows(sae))
+
+
+def _check_stream(act: torch.Tensor, keep: torch.Tensor, where: HookPoint) -> torch.Tensor:
+    if act.ndim < 3 or act.shape[:2] != keep.shape:
+        raise ValueError(
+            f"hook {where} carries a tensor of shape {tuple(act.shape)}; "
+            f"expected [batch, ctx, d] with [batch, ctx] = {tuple(keep.shape)} "
+            "(choose a hook point on the token stream)"
+        )
+    return act
+
+
+def _spliced(
+    model: nn.Module, splice: Splice, keep: torch.Tensor
+) -> contextlib.AbstractContextManager[None]:
+    """Hooks that replace the rows of the activation [batch, ctx, d] at ``splice.writes`` where
+    keep [batch, ctx] by ``splice.rows`` of the activation at ``splice.reads``."""
+    read: dict[str, torch.Tensor] = {}
+
+    def record(act: torch.Tensor) -> None:
+        read["act"] = _check_stream(act, keep, splice.reads)
+
+    def replace(act: torch.Tensor) -> torch.Tensor:
+        _check_stream(act, keep, splice.writes)
+        if splice.reads == splice.writes:
+            source = act
+        elif "act" in read:
+            source = read.pop("act")
+        else:
+            raise HookPointError(
+                f"{splice.reads} did not run before {splice.writes}: a transcoder must read a "
+                "point that comes earlier in the forward pass than the one it replaces"
             )
         out = act.clone()
-        out[keep] = replace(act[keep])
+        new = splice.rows(source[keep])
+        if new.shape != out[keep].shape:
+            raise ValueError(
+                f"the SAE spliced at {splice.writes} returned rows of shape {tuple(new.shape)}, "
+                f"expected {tuple(out[keep].shape)}: use one trained for this hook point"
+            )
+        out[keep] = new
         return out
 
-    return fn
+    if splice.reads == splice.writes:
+        return hooked(model, {splice.writes: replace})
+    return hooked(model, {splice.reads: record, splice.writes: replace})
 
 
 def _sae_rows(sae: nn.Module) -> Rows:
@@ -95,12 +145,12 @@ def _check_inputs(tokens: torch.Tensor, exclude: torch.Tensor | None) -> torch.T
 
 def _batch_sums(
     model: nn.Module,
-    spliced: list[tuple[HookPoint, Rows]],
+    spliced: list[Splice],
     ids: torch.Tensor,
     keep: torch.Tensor,
 ) -> list[dict[str, float]]:
     """Per SAE: summed CE and KL terms (nats) over one batch's scored positions, and their
-    number. The clean pass runs once, the zero-ablated pass once per hook point.
+    number. The clean pass runs once, the zero-ablated pass once per replaced point.
 
     ids, keep: [batch, ctx]; position t predicts t + 1 and is scored when t + 1 is kept.
     """
@@ -109,8 +159,8 @@ def _batch_sums(
     clean = _scored_log_probs(model, ids, scored)
     p_clean = clean.exp()
 
-    def run(point: HookPoint, replace: Rows) -> torch.Tensor:
-        with patch(model, point, _splice(replace, keep, point)):
+    def run(splice: Splice) -> torch.Tensor:
+        with _spliced(model, splice, keep):
             return _scored_log_probs(model, ids, scored)
 
     def nll(log_probs: torch.Tensor) -> float:
@@ -119,17 +169,18 @@ def _batch_sums(
     def kl(log_probs: torch.Tensor) -> float:
         return (p_clean * (clean - log_probs)).double().sum().item()
 
-    zeroed = {point: run(point, torch.zeros_like) for point in dict.fromkeys(p for p, _ in spliced)}
+    points = dict.fromkeys(s.writes for s in spliced)
+    zeroed = {p: run(Splice(p, p, torch.zeros_like)) for p in points}
     rows = []
-    for point, sae_rows in spliced:
-        with_sae = run(point, sae_rows)
+    for splice in spliced:
+        with_sae = run(splice)
         rows.append(
             {
                 "ce_clean": nll(clean),
                 "ce_sae": nll(with_sae),
-                "ce_zero_ablation": nll(zeroed[point]),
+                "ce_zero_ablation": nll(zeroed[splice.writes]),
                 "kl": kl(with_sae),
-                "kl_zero": kl(zeroed[point]),
+                "kl_zero": kl(zeroed[splice.writes]),
                 "n_scored": float(targets.shape[0]),
             }
         )
@@ -139,7 +190,7 @@ def _batch_sums(
 def spliced_metrics(
     model: nn.Module,
     tokens: torch.Tensor,
-    hook: str | HookPoint,
+    hook: Where,
     sae: nn.Module,
     *,
     batch_size: int = 8,
@@ -157,7 +208,7 @@ def spliced_metrics(
 def spliced_metrics_many(
     model: nn.Module,
     tokens: torch.Tensor,
-    saes: Sequence[tuple[str | HookPoint, nn.Module]],
+    saes: Sequence[tuple[Where, nn.Module]],
     *,
     batch_size: int = 8,
     exclude: torch.Tensor | None = None,
@@ -165,7 +216,8 @@ def spliced_metrics_many(
 ) -> list[dict[str, float]]:
     """Cross-entropy and KL of ``model`` with each SAE of ``saes`` ((hook, sae) pairs) spliced in
     at its hook, one at a time; the clean pass runs once per batch for all of them and the
-    zero-ablated pass once per hook point.
+    zero-ablated pass once per replaced point. A transcoder's hook is (reads, replaces), e.g.
+    ("model.layers.3.mlp:input", "model.layers.3.mlp:output"), and it maps [n, d_in] -> [n, d].
 
     tokens: [n, ctx] token ids; exclude: [n, ctx] bool, True for tokens (BOS, padding, other
     special tokens) whose activations are kept and which are not scored as targets. Each SAE is
@@ -177,7 +229,7 @@ def spliced_metrics_many(
     check(batch_size > 0, "batch_size", batch_size, "a positive integer")
     check(len(saes) > 0, "saes", saes, "at least one (hook, sae) pair")
     exclude = _check_inputs(tokens, exclude)
-    spliced = [(HookPoint.parse(hook), _sae_rows(sae)) for hook, sae in saes]
+    spliced = [Splice.of(hook, sae) for hook, sae in saes]
     device = next(model.parameters()).device
     sums = [dict.fromkeys(SUMS, 0.0) for _ in saes]
     modules = [model, *(sae for _, sae in saes)]

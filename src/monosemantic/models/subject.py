@@ -21,5 +21,7 @@ def load_subject(data: ResolvedData) -> Text | None:
         cfg.model, dtype=cfg.dtype, allow_pickled_weights=cfg.allow_pickled_weights
     )
     if cfg.truncate:
-        log.info("forward passes stop at %s: the layers after it are not run", ", ".join(cfg.hook))
+        log.info(
+            "forward passes stop at %s: the layers after it are not run", ", ".join(cfg.points)
+        )
     return load_text(cfg, model, tokenizer, data.text)

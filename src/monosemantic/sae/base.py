@@ -1,12 +1,17 @@
 """The sparse autoencoder: one class; architectures differ in their sparsity function and losses.
 
-Shapes: x [batch, d_in], pre-activations [batch, d_sae], x_hat [batch, d_in].
-Weights follow SAELens names and layout: W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in],
-b_dec [d_in].
+Shapes: x [batch, d_in], pre-activations [batch, d_sae], x_hat [batch, d_out] (d_out = d_in
+for an autoencoder). Weights follow SAELens names and layout: W_enc [d_in, d_sae], b_enc [d_sae],
+W_dec [d_sae, d_out], b_dec [d_out], and a skip transcoder's W_skip [d_out, d_in].
 
-    pre   = (x - b_dec) @ W_enc + b_enc
+    pre   = (x - b_dec) @ W_enc + b_enc  # a transcoder reads x itself: b_dec is an output bias
     f     = activation(pre)              # per architecture
-    x_hat = f @ W_dec + b_dec
+    x_hat = f @ W_dec + b_dec  (+ x @ W_skipᵀ for a skip transcoder)
+
+A transcoder (``cfg.hook_out`` set) reads one hook point and reconstructs another, e.g. an MLP's
+input → its output (Dunefsky et al. 2024, arXiv 2406.11944); every architecture can be one. A
+skip transcoder adds a linear map from input to output, initialised at 0 (Paulo et al. 2025,
+arXiv 2501.18823).
 
 An architecture is one file (see docs/guide.md, "Adding an architecture"): a config dataclass
 subclassing ``SAEConfig`` with its own fields, and an ``SAE`` subclass decorated with
@@ -27,6 +32,10 @@ from torch import nn
 from monosemantic.config import ConfigError, check
 from monosemantic.runtime import DTYPES
 
+UNKNOWN_HOOK = "unknown.hook_out"
+"""A loaded transcoder's target when its files do not name one (SAELens's save_model and
+sparsify do not record it); evaluation then takes it from --hook-out."""
+
 
 @dataclass(kw_only=True)
 class SAEConfig:
@@ -39,10 +48,17 @@ class SAEConfig:
     """Width of the activations the SAE reads."""
     d_sae: int
     """Number of latents."""
+    d_out: int = 0
+    """Width of what the SAE reconstructs; 0: d_in (an autoencoder). A transcoder's output width."""
     dtype: str = "float32"
     """Weights' dtype (float32, bfloat16, float16, float64)."""
     hook: str = ""
     """The hook point the SAE reads, e.g. ``model.layers.6.mlp:output`` (empty for a matrix)."""
+    hook_out: str = ""
+    """A transcoder's target hook point (e.g. ``model.layers.3.mlp:output``): the SAE reads
+    ``hook`` and reconstructs ``hook_out``; empty: an autoencoder of ``hook``."""
+    skip: bool = False
+    """A skip transcoder: add a linear skip x W_skipᵀ from input to output (needs hook_out)."""
     model: str = ""
     """The subject model's name, for the record."""
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -56,8 +72,33 @@ class SAEConfig:
             )
         check(self.d_in > 0, "d_in", self.d_in, "a positive integer")
         check(self.d_sae > 0, "d_sae", self.d_sae, "a positive integer")
+        check(self.d_out >= 0, "d_out", self.d_out, "a positive integer, or 0 for d_in")
+        self.d_out = self.d_out or self.d_in
+        check(
+            self.transcoder or self.d_out == self.d_in,
+            "d_out",
+            self.d_out,
+            f"d_in={self.d_in} for an autoencoder; a transcoder (d_out ≠ d_in) needs hook_out, "
+            "the hook point it reconstructs",
+        )
+        check(
+            self.transcoder or not self.skip,
+            "skip",
+            self.skip,
+            "False for an autoencoder; a skip transcoder needs hook_out, the point it reconstructs",
+        )
         check(self.dtype in DTYPES, "dtype", self.dtype, f"one of {sorted(DTYPES)}")
         self.validate()
+
+    @property
+    def transcoder(self) -> bool:
+        """Whether the SAE reconstructs another hook point than it reads."""
+        return bool(self.hook_out)
+
+    @property
+    def target_hook(self) -> str:
+        """The hook point whose activations x_hat reconstructs."""
+        return self.hook_out or self.hook
 
     def validate(self) -> None:
         """Check the architecture's own fields; raise ConfigError (``config.check``)."""
@@ -105,9 +146,12 @@ class Codes:
 class SAEOutput:
     """A training forward pass: reconstruction, codes and pre-activations."""
 
-    x_hat: torch.Tensor  # [batch, d_in]
+    x_hat: torch.Tensor  # [batch, d_out], the skip term included
     codes: Codes
     pre: torch.Tensor  # [batch, d_sae]
+    skip: torch.Tensor | float = 0.0
+    """A skip transcoder's x W_skipᵀ [batch, d_out] inside x_hat (0 otherwise), for loss terms
+    that decode the codes again (Matryoshka's prefixes)."""
 
 
 @dataclass
@@ -154,17 +198,21 @@ class SAE(nn.Module, abc.ABC):
             )
         self.cfg = cfg
         dtype = DTYPES[cfg.dtype]
-        w_dec = torch.randn(cfg.d_sae, cfg.d_in, dtype=torch.float32)
-        w_dec = w_dec / w_dec.norm(dim=1, keepdim=True)
+        w_dec = _unit_rows(cfg.d_sae, cfg.d_out)
         self.W_dec = nn.Parameter(w_dec.to(dtype))
-        self.init_encoder(w_dec.to(dtype))
-        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
+        # An autoencoder's encoder starts tied to its decoder; a transcoder's reads another space.
+        self.init_encoder((_unit_rows(cfg.d_sae, cfg.d_in) if cfg.transcoder else w_dec).to(dtype))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_out, dtype=dtype))
+        self.W_skip = (
+            nn.Parameter(torch.zeros(cfg.d_out, cfg.d_in, dtype=dtype)) if cfg.skip else None
+        )
 
-    def init_encoder(self, w_dec: torch.Tensor) -> None:
-        """Create the encoder's parameters from the initial decoder [d_sae, d_in]: W_enc = W_decᵀ
-        (tied initialisation) and b_enc = 0. An architecture without an encoder overrides it."""
-        self.W_enc = nn.Parameter(w_dec.T.clone())
-        self.b_enc = nn.Parameter(torch.zeros(w_dec.shape[0], dtype=w_dec.dtype))
+    def init_encoder(self, directions: torch.Tensor) -> None:
+        """Create the encoder's parameters from unit directions [d_sae, d_in] (an autoencoder's
+        initial decoder): W_enc = directionsᵀ (tied initialisation) and b_enc = 0. An
+        architecture without an encoder overrides it."""
+        self.W_enc = nn.Parameter(directions.T.clone())
+        self.b_enc = nn.Parameter(torch.zeros(directions.shape[0], dtype=directions.dtype))
 
     @property
     def architecture(self) -> str:
@@ -178,15 +226,23 @@ class SAE(nn.Module, abc.ABC):
     def d_sae(self) -> int:
         return self.cfg.d_sae
 
+    @property
+    def d_out(self) -> int:
+        return self.cfg.d_out
+
     def latent_biases(self) -> list[nn.Parameter]:
         """Per-latent encoder parameters [d_sae] that resampling resets to 0."""
         return [self.b_enc]
 
     # --- the forward pass -------------------------------------------------------------------
 
+    def centred(self, x: torch.Tensor) -> torch.Tensor:
+        """What the encoder reads: x − b_dec for an autoencoder, x itself for a transcoder."""
+        return x if self.cfg.transcoder else x - self.b_dec
+
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
-        """[batch, d_in] -> [batch, d_sae]: the encoder's affine map, b_dec subtracted first."""
-        return (x - self.b_dec) @ self.W_enc + self.b_enc
+        """[batch, d_in] -> [batch, d_sae]: the encoder's affine map of ``centred(x)``."""
+        return self.centred(x) @ self.W_enc + self.b_enc
 
     @abc.abstractmethod
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
@@ -206,22 +262,31 @@ class SAE(nn.Module, abc.ABC):
         return self.activation(self.pre_acts(x))
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
-        """codes [..., d_sae] -> reconstruction [..., d_in]."""
+        """codes [..., d_sae] -> reconstruction [..., d_out] (without a skip transcoder's skip
+        term, which reads x: ``forward_full`` adds it)."""
         return f @ self.W_dec + self.b_dec
 
     def forward_full(self, x: torch.Tensor) -> SAEOutput:
-        """What training and evaluation need. x: [batch, d_in]. Architectures whose codes are
-        sparse override this to return ``Codes`` as (indices, values)."""
+        """What training and evaluation need. x: [batch, d_in] -> ``SAEOutput`` (x_hat
+        [batch, d_out]): ``autoencode`` plus a skip transcoder's skip term."""
         self.check_input(x)
+        out = self.autoencode(x)
+        if self.W_skip is not None:
+            out.skip = x @ self.W_skip.T
+            out.x_hat = out.x_hat + out.skip
+        return out
+
+    def autoencode(self, x: torch.Tensor) -> SAEOutput:
+        """Encode and decode checked x [batch, d_in]. Architectures whose codes are sparse
+        override this to return ``Codes`` as (indices, values)."""
         pre = self.pre_acts(x)
         f = self.activation(pre)
         return SAEOutput(x_hat=self.decode(f), codes=Codes(f), pre=pre)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[..., d_in] -> reconstruction [..., d_in]; what ``patch`` splices into a model."""
-        shape = x.shape
-        out = self.forward_full(x.reshape(-1, shape[-1]))
-        return out.x_hat.reshape(shape)
+        """[..., d_in] -> reconstruction [..., d_out]; what ``patch`` splices into a model."""
+        out = self.forward_full(x.reshape(-1, x.shape[-1]))
+        return out.x_hat.reshape(*x.shape[:-1], self.d_out)
 
     # --- training ---------------------------------------------------------------------------
 
@@ -244,6 +309,14 @@ class SAE(nn.Module, abc.ABC):
         """Inverse of ``training_state``."""
 
     @torch.no_grad()
+    def tie_decoder_through(self, linear_map: torch.Tensor) -> None:
+        """A transcoder's tied initialisation: decoder row i = the encoder's direction i carried
+        through ``linear_map`` [d_in, d_out] (e.g. the least-squares map from inputs to
+        targets), at unit norm, so each latent starts writing where its input points."""
+        rows = self.W_enc.detach().float().T @ linear_map.float()
+        self.W_dec.copy_(rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-8))
+
+    @torch.no_grad()
     def normalize_decoder(self) -> None:
         """Rescale decoder rows to unit norm."""
         self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
@@ -258,17 +331,22 @@ class SAE(nn.Module, abc.ABC):
         self.W_dec.grad.sub_(parallel * rows)
 
     @torch.no_grad()
-    def fold_input_scale(self, scale: float) -> None:
-        """Make an SAE trained on ``scale * x`` act on raw x: same codes, x_hat in raw units.
+    def fold_input_scale(self, scale: float, out_scale: float | None = None) -> None:
+        """Make an SAE trained on ``scale * x`` (and, for a transcoder, targets
+        ``out_scale * y``; None: ``scale``) act on raw x: same codes, x_hat in raw units.
 
         pre = (s·x − b_dec) W_enc + b_enc = (x − b_dec/s)(s·W_enc) + b_enc, and
-        x_hat_raw = x_hat / s = f (W_dec/s) + b_dec/s.
+        x_hat_raw = x_hat / t = f (W_dec/t) + b_dec/t + x (s/t · W_skip)ᵀ, with t the output
+        scale (an autoencoder has t = s; a transcoder does not subtract b_dec).
         """
-        if scale == 1.0:
-            return
+        out_scale = scale if out_scale is None else out_scale
+        if not self.cfg.transcoder and out_scale != scale:
+            raise ValueError("an autoencoder's input and output share one scale")
         self.W_enc.mul_(scale)
-        self.W_dec.div_(scale)
-        self.b_dec.div_(scale)
+        self.W_dec.div_(out_scale)
+        self.b_dec.div_(out_scale)
+        if self.W_skip is not None:
+            self.W_skip.mul_(scale / out_scale)
 
     # --- SAELens mapping --------------------------------------------------------------------
 
@@ -304,4 +382,11 @@ class SAE(nn.Module, abc.ABC):
         self.load_state_dict(state)
 
     def extra_repr(self) -> str:
-        return f"{self.architecture}: d_in={self.d_in}, d_sae={self.d_sae}"
+        out = f", d_out={self.d_out}" if self.cfg.transcoder else ""
+        return f"{self.architecture}: d_in={self.d_in}, d_sae={self.d_sae}{out}"
+
+
+def _unit_rows(rows: int, width: int) -> torch.Tensor:
+    """[rows, width] random directions of unit norm (float32)."""
+    w = torch.randn(rows, width, dtype=torch.float32)
+    return w / w.norm(dim=1, keepdim=True)

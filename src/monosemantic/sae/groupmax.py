@@ -57,9 +57,8 @@ class GroupMaxSAE(SAE):
         values, indices = group_max(pre, self.cfg.k)
         return torch.zeros_like(pre).scatter(-1, indices, values)
 
-    def forward_full(self, x: torch.Tensor) -> SAEOutput:
+    def autoencode(self, x: torch.Tensor) -> SAEOutput:
         """Codes as (indices, values), decoded from the k chosen rows."""
-        self.check_input(x)
         pre = self.pre_acts(x)
         values, indices = group_max(pre, self.cfg.k)
         x_hat = sparse_decode(values, indices, self.W_dec) + self.b_dec

@@ -12,6 +12,11 @@
 ``saelens_reads``; their ``apply_b_dec_to_input=False`` and ``rescale_acts_by_decoder_norm=True``
 are folded into the weights, which leaves the SAE's function unchanged. Nothing here names an
 architecture: each declares its SAELens name, fields and tensor mapping in its own file.
+
+A transcoder is saved as SAELens's transcoder of its architecture (``transcoder``,
+``skip_transcoder``, ``jumprelu_transcoder``, ``jumprelu_skip_transcoder``: sae-lens ≥ 6 loads
+those), with ``d_out``, ``hook_name_out`` and ``apply_b_dec_to_input=False``; an architecture
+SAELens has no transcoder for is written as ``NAME_transcoder``, which SAELens refuses by name.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from monosemantic.config import ConfigError
 from monosemantic.files import atomic_write, finite
 from monosemantic.sae import peers
-from monosemantic.sae.base import SAE, SAEConfig
+from monosemantic.sae.base import SAE, UNKNOWN_HOOK, SAEConfig
 from monosemantic.sae.registry import ARCHITECTURES, config_from_dict, create, reading_saelens
 
 CFG_FILE = "cfg.json"
@@ -135,24 +140,37 @@ def saelens_config(sae: SAE) -> dict[str, Any]:
     cfg = sae.cfg
     architecture = sae.saelens_architecture or cfg.architecture
     out: dict[str, Any] = {
-        "architecture": architecture,
+        "architecture": transcoder_name(architecture, cfg.skip) if cfg.transcoder else architecture,
         "d_in": cfg.d_in,
         "d_sae": cfg.d_sae,
         "dtype": cfg.dtype,
         "device": "cpu",
-        "apply_b_dec_to_input": True,
+        "apply_b_dec_to_input": not cfg.transcoder,
         "normalize_activations": "none",
         "reshape_activations": "none",
     }
+    transcoding = {"d_out": cfg.d_out, "hook_name_out": cfg.hook_out} if cfg.transcoder else {}
+    out.update(transcoding)
     out.update(type(sae).saelens_fields(cfg))
     out["metadata"] = {
         **cfg.metadata,
         "sae_lens_version": FORMAT_VERSION,
         "model_name": cfg.model or None,
         "hook_name": cfg.hook or None,
+        **({"hook_name_out": cfg.hook_out} if cfg.transcoder else {}),
         META_KEY: cfg.to_dict(),
     }
     return out
+
+
+SAELENS_TRANSCODERS = {"standard": "transcoder", "jumprelu": "jumprelu_transcoder"}
+"""SAELens's transcoder of each SAE architecture it has one for."""
+
+
+def transcoder_name(architecture: str, skip: bool) -> str:
+    """The cfg.json architecture of a transcoder whose SAE form SAELens calls ``architecture``."""
+    name = SAELENS_TRANSCODERS.get(architecture, f"{architecture}_transcoder")
+    return name.replace("transcoder", "skip_transcoder") if skip else name
 
 
 def _from_saelens(
@@ -180,17 +198,25 @@ def _from_saelens(
     weights = cls.weights_from_saelens(dict(weights))
     if raw.get("rescale_acts_by_decoder_norm"):
         _fold_decoder_norms(weights)
-    if not raw.get("apply_b_dec_to_input", True):
-        weights = cls.shift_encoder_bias(weights, weights["b_dec"] @ weights["W_enc"])
     metadata = dict(raw.get("metadata") or {})
+    transcoding: dict[str, Any] = {}
+    if str(name).endswith("transcoder"):  # it reads x itself and decodes to d_out
+        transcoding = {
+            "d_out": int(raw.get("d_out") or raw["d_in"]),
+            "hook_out": raw.get("hook_name_out") or metadata.get("hook_name_out") or UNKNOWN_HOOK,
+            "skip": "skip" in str(name),
+        }
+    elif not raw.get("apply_b_dec_to_input", True):
+        weights = cls.shift_encoder_bias(weights, weights["b_dec"] @ weights["W_enc"])
     try:
         cfg = cls.config_class(
             d_in=int(raw["d_in"]),
             d_sae=int(raw["d_sae"]),
             dtype=str(raw.get("dtype", "float32")).removeprefix("torch."),
-            hook=metadata.get("hook_name") or "",
-            model=metadata.get("model_name") or "",
+            hook=metadata.get("hook_name") or raw.get("hook_name") or "",
+            model=metadata.get("model_name") or raw.get("model_name") or "",
             metadata=metadata,
+            **transcoding,
             **cls.config_from_saelens(raw),
         )
     except (ConfigError, ValueError) as err:

@@ -139,7 +139,7 @@ class JumpReLUSAE(SAE):
     cfg: JumpReLUConfig
     sweep_axes = {"sparsity_coefficient": "l"}
     unit_norm_decoder = True
-    saelens_reads = ("jumprelu",)
+    saelens_reads = ("jumprelu", "jumprelu_transcoder", "jumprelu_skip_transcoder")
 
     def __init__(self, cfg: JumpReLUConfig) -> None:
         super().__init__(cfg)

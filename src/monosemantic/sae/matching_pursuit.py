@@ -45,6 +45,13 @@ class MatchingPursuitConfig(SAEConfig):
     def validate(self) -> None:
         check(self.k > 0, "k", self.k, "a positive integer")
         check(self.residual_threshold >= 0, "residual_threshold", self.residual_threshold, ">= 0")
+        check(
+            not self.transcoder,
+            "hook_out",
+            self.hook_out,
+            "empty: matching pursuit searches its decoder for the input itself, so it cannot "
+            "map one hook point to another; use a TopK transcoder (--architecture topk)",
+        )
 
 
 def matching_pursuit(
@@ -87,7 +94,7 @@ class MatchingPursuitSAE(SAE):
     unit_norm_decoder = True
     saelens_reads: ClassVar[tuple[str, ...]] = ("matching_pursuit",)
 
-    def init_encoder(self, w_dec: torch.Tensor) -> None:
+    def init_encoder(self, directions: torch.Tensor) -> None:
         """None: the decoder is the dictionary searched."""
 
     @property
@@ -118,13 +125,12 @@ class MatchingPursuitSAE(SAE):
         shape = x.shape
         return self.pursue(x.reshape(-1, shape[-1])).reshape(*shape[:-1], self.d_sae)
 
-    def forward_full(self, x: torch.Tensor) -> SAEOutput:
-        self.check_input(x)
+    def autoencode(self, x: torch.Tensor) -> SAEOutput:
         codes = self.pursue(x)
         return SAEOutput(x_hat=self.decode(codes), codes=Codes(codes), pre=self.pre_acts(x))
 
     @torch.no_grad()
-    def fold_input_scale(self, scale: float) -> None:
+    def fold_input_scale(self, scale: float, out_scale: float | None = None) -> None:
         """Pursuit is homogeneous: codes of s·x are s times those of x. So on raw x it runs with
         b_dec/s and residual_threshold/s, and its codes are the trained codes divided by s."""
         self.b_dec.div_(scale)

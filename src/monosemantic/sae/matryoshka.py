@@ -72,7 +72,7 @@ class MatryoshkaConfig(BatchTopKConfig):
 def prefix_reconstructions(
     codes: torch.Tensor, w_dec: torch.Tensor, b_dec: torch.Tensor, widths: list[int]
 ) -> list[torch.Tensor]:
-    """codes [batch, d_sae] -> one reconstruction [batch, d_in] per width: x̂_j from the first
+    """codes [batch, d_sae] -> one reconstruction [batch, d_out] per width: x̂_j from the first
     widths[j] latents and b_dec, accumulated group by group (one full decode in all)."""
     out, running, start = [], b_dec.expand(codes.shape[0], -1), 0
     for width in widths:
@@ -92,14 +92,17 @@ class MatryoshkaSAE(BatchTopKSAE):
     def penalties(self, out: SAEOutput, target: torch.Tensor, ctx: LossContext) -> Penalties:
         inner = self.cfg.widths[:-1]
         recons = prefix_reconstructions(out.codes.dense(), self.W_dec, self.b_dec, inner)
-        prefix = sum(((target - r).pow(2).sum(-1).mean() for r in recons), target.new_zeros(()))
+        prefix = sum(
+            ((target - r - out.skip).pow(2).sum(-1).mean() for r in recons), target.new_zeros(())
+        )
         return {"prefix_mse": (1.0, prefix), **topk_penalties(self, self.cfg, out, target, ctx)}
 
     def prefix(self, width: int) -> BatchTopKSAE:
         """The first ``width`` latents as a BatchTopK SAE with the same threshold (eval mode)."""
         cfg = self.cfg
         check(0 < width <= cfg.d_sae, "width", width, f"in 1..d_sae={cfg.d_sae}")
-        shared: dict[str, Any] = {f: getattr(cfg, f) for f in ("d_in", "dtype", "hook", "model")}
+        names = ("d_in", "d_out", "dtype", "hook", "hook_out", "skip", "model")
+        shared: dict[str, Any] = {f: getattr(cfg, f) for f in names}
         small = BatchTopKSAE(BatchTopKConfig(**shared, d_sae=width, k=min(cfg.k, width)))
         with torch.no_grad():
             small.W_enc.copy_(self.W_enc[:, :width])
@@ -107,6 +110,8 @@ class MatryoshkaSAE(BatchTopKSAE):
             small.W_dec.copy_(self.W_dec[:width])
             small.b_dec.copy_(self.b_dec)
             small.threshold.copy_(self.threshold)
+            if self.W_skip is not None and small.W_skip is not None:
+                small.W_skip.copy_(self.W_skip)
         return small.eval()
 
     @classmethod

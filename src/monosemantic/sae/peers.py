@@ -6,8 +6,10 @@ Each reader maps the peer's tensors and conventions onto one of our architecture
 sparsify, a folder with ``cfg.json`` (activation, k, num_latents, transcode, skip_connection …)
 and ``sae.safetensors`` (``encoder.weight [F, d]``, ``encoder.bias``, ``W_dec [F, d]``, ``b_dec``):
     a = ReLU((x − b_dec) Wᵀ + b), the top k (``topk``) or each group's max (``groupmax``),
-    x̂ = f W_dec + b_dec. A transcoder does not subtract b_dec before encoding: that is folded
-    into b_enc. A skip connection (``W_skip``) has no counterpart here yet and is refused.
+    x̂ = f W_dec + b_dec. A transcoder (``transcode``: the hookpoint module's input → its
+    output) does not subtract b_dec before encoding, as ours; a skip transcoder adds x W_skipᵀ.
+    sparsify names the hookpoint only by the folder, so a transcoder's points are left unknown
+    (give them to ``monosemantic eval`` with --hook and --hook-out).
 
 dictionary_learning, a file ``ae.pt`` holding a plain state dict (read with
 ``torch.load(weights_only=True)`` and nothing else: no class is unpickled) and usually a
@@ -31,7 +33,7 @@ from typing import Any
 
 import torch
 
-from monosemantic.sae.base import SAEConfig
+from monosemantic.sae.base import UNKNOWN_HOOK, SAEConfig
 from monosemantic.sae.registry import config
 
 SPARSIFY_WEIGHTS = "sae.safetensors"
@@ -56,13 +58,12 @@ def from_sparsify(
     raw: dict[str, Any], weights: dict[str, torch.Tensor], folder: Path
 ) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
     """Our config and tensors (``export_state`` names) for a sparsify ``SparseCoder`` folder:
-    its cfg.json (``raw``) and sae.safetensors (``weights``); a topk or groupmax SAE."""
-    if "W_skip" in weights or raw.get("skip_connection"):
-        raise PeerFormatError(
-            f"{folder}: a skip transcoder (W_skip) cannot be read yet; only sparsify SAEs and "
-            "transcoders without a skip connection"
-        )
-    missing = sorted({"encoder.weight", "encoder.bias", "W_dec", "b_dec"} - set(weights))
+    its cfg.json (``raw``) and sae.safetensors (``weights``); a topk or groupmax SAE or
+    transcoder (with its skip connection)."""
+    skip = bool(raw.get("skip_connection")) or "W_skip" in weights
+    transcoder = bool(raw.get("transcode")) or skip
+    needed = {"encoder.weight", "encoder.bias", "W_dec", "b_dec"} | ({"W_skip"} if skip else set())
+    missing = sorted(needed - set(weights))
     if missing:
         raise PeerFormatError(f"{folder / SPARSIFY_WEIGHTS} lacks {missing}")
     activation = raw.get("activation", "topk")
@@ -71,9 +72,7 @@ def from_sparsify(
             f"{folder}/cfg.json: activation {activation!r} is not topk or groupmax"
         )
     d_sae, d_in = weights["encoder.weight"].shape
-    w_enc, b_enc, b_dec = weights["encoder.weight"].T, weights["encoder.bias"], weights["b_dec"]
-    if raw.get("transcode"):
-        b_enc = b_enc + b_dec @ w_enc  # its encoder reads x, ours reads x − b_dec
+    w_enc = weights["encoder.weight"].T
     dtype = str(w_enc.dtype).removeprefix("torch.")
     metadata = {"source": "sparsify", "sparsify_cfg": raw}
     cfg = config(
@@ -83,8 +82,15 @@ def from_sparsify(
         k=int(raw["k"]),
         dtype=dtype,
         metadata=metadata,
+        hook_out=UNKNOWN_HOOK if transcoder else "",
+        skip=skip,
     )
-    return cfg, {"W_enc": w_enc, "b_enc": b_enc, "W_dec": weights["W_dec"], "b_dec": b_dec}
+    names = {"W_enc": "encoder.weight", "b_enc": "encoder.bias", "W_dec": "W_dec", "b_dec": "b_dec"}
+    tensors = {ours: weights[theirs] for ours, theirs in names.items()}
+    tensors["W_enc"] = w_enc
+    if skip:
+        tensors["W_skip"] = weights["W_skip"]
+    return cfg, tensors
 
 
 def dictionary_learning_file(path: Path) -> Path:

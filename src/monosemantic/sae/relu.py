@@ -42,7 +42,7 @@ class ReluSAE(SAE):
     config_class = ReluConfig
     cfg: ReluConfig
     sweep_axes = {"sparsity_coefficient": "l"}
-    saelens_reads: ClassVar[tuple[str, ...]] = ("standard",)
+    saelens_reads: ClassVar[tuple[str, ...]] = ("standard", "transcoder", "skip_transcoder")
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         return pre.relu()

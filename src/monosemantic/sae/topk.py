@@ -89,9 +89,8 @@ class TopKSAE(SAE):
         values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)
         return torch.zeros_like(pre).scatter(-1, indices, values.relu())
 
-    def forward_full(self, x: torch.Tensor) -> SAEOutput:
+    def autoencode(self, x: torch.Tensor) -> SAEOutput:
         """Codes as (indices, values); the reconstruction decoded from the k active rows."""
-        self.check_input(x)
         pre = self.pre_acts(x)
         values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)
         values = values.relu()

@@ -40,6 +40,9 @@ class SweepConfig:
     """Dictionary widths as multiples of d_in (d_sae = expansion × d_in)."""
     settings: dict[str, Any] = field(default_factory=dict)
     """The architecture's own config fields; on a sweep axis a list of values is swept."""
+    skip_transcoder: bool = False
+    """Transcoders (data with hook_out) get a linear skip from input to output (Paulo et al.
+    2025)."""
 
     def __post_init__(self) -> None:
         cls = architecture(self.architecture)
@@ -61,8 +64,11 @@ class SweepConfig:
                     f"{self.architecture}'s own fields: {', '.join(own) or 'none'}"
                 )
 
-    def configs(self, d_in: int, hook: str, model: str) -> list[SAEConfig]:
-        """One validated config per member of the sweep, for activations of width ``d_in``."""
+    def configs(
+        self, d_in: int, hook: str, model: str, *, d_out: int = 0, hook_out: str = ""
+    ) -> list[SAEConfig]:
+        """One validated config per member of the sweep, for activations of width ``d_in`` (and
+        for transcoders, targets of width ``d_out`` at ``hook_out``)."""
         cls = architecture(self.architecture)
         axes = {
             name: _as_list(self.settings.get(name, own.default))
@@ -75,6 +81,9 @@ class SweepConfig:
                 d_in=d_in,
                 d_sae=expansion * d_in,
                 hook=hook,
+                d_out=d_out,
+                hook_out=hook_out,
+                skip=self.skip_transcoder,
                 model=model,
                 **fixed,
                 **dict(zip(axes, values, strict=True)),
@@ -89,8 +98,9 @@ def _as_list(value: Any) -> list[Any]:
 
 def sae_name(sae: SAE) -> str:
     """A folder name that tells sweep members apart: architecture, width and sweep axes, e.g.
-    ``topk-4608-k32``."""
-    parts = [sae.architecture, str(sae.d_sae)]
+    ``topk-4608-k32``, ``topk-transcoder-4608-k32``."""
+    kind = ["skip-transcoder" if sae.cfg.skip else "transcoder"] if sae.cfg.transcoder else []
+    parts = [sae.architecture, *kind, str(sae.d_sae)]
     parts += [f"{label}{getattr(sae.cfg, name):g}" for name, label in sae.sweep_axes.items()]
     return "-".join(parts)
 
@@ -181,6 +191,10 @@ def train_sweep(
     run is built beside it and replaces it only once complete). Nothing is written before the
     settings have been validated."""
     resolved = resolve(data)
+    if sweep.skip_transcoder and not resolved.cfg.hook_out:
+        raise ConfigError(
+            "--skip-transcoder makes transcoders: give --hook-out, the point each --hook maps to"
+        )
     settings = {
         "data": asdict(resolved.cfg),
         "data_identity": resolved.identity(),
@@ -204,10 +218,13 @@ def train_sweep(
     sources = open_sources(resolved, text, eval_batch_size=training.batch_size)
     model = "" if resolved.kind == "matrix" else resolved.cfg.model
     torch.manual_seed(training.seed)
+    widths = sources.widths
     saes = [
         create(cfg)
-        for hook, width in sources.widths.items()
-        for cfg in sweep.configs(width, hook, model)
+        for hook, target in resolved.pairs
+        for cfg in sweep.configs(
+            widths[hook], hook, model, d_out=widths[target] if target else 0, hook_out=target
+        )
     ]
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", settings)
@@ -226,7 +243,7 @@ def train_sweep(
     timings["train_tokens_per_s"] = training.steps * training.batch_size / timings["train_s"]
 
     names = [
-        f"{hook_label(sae.cfg.hook)}-{sae_name(sae)}" if len(sources.widths) > 1 else sae_name(sae)
+        f"{hook_label(sae.cfg.hook)}-{sae_name(sae)}" if len(resolved.pairs) > 1 else sae_name(sae)
         for sae in saes
     ]
     folders = [out / "saes" / name for name in names]

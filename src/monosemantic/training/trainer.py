@@ -2,7 +2,8 @@
 
 The trainer does not know where activations come from: each step is a tensor [batch, d_in] or a
 mapping ``{hook: [batch, d_hook]}`` (one model pass at several hook points); each SAE reads the
-entry of its ``cfg.hook``, so SAEs of different widths and inputs train in one run. Per step, for
+entry of its ``cfg.hook`` (a transcoder's target that of its ``cfg.hook_out``), so SAEs of
+different widths and inputs train in one run. Per step, for
 every SAE: the objective's loss terms (``objective.reconstruction`` by default), Adam (or Signum,
 Muon: ``optimizers.py``) with LR warmup and linear decay, sparsity warmup, and after backward one
 place for the gradients (decoder rows kept at unit norm by projection where the architecture
@@ -152,8 +153,8 @@ class Trainer:
         self.out_dir = out_dir
         self.objective = objective
         self.step = 0
-        self.hooks = sorted({sae.cfg.hook for sae in saes})
-        """The hook points the SAEs read (their ``cfg.hook``)."""
+        self.hooks = sorted({h for sae in saes for h in (sae.cfg.hook, sae.cfg.target_hook)})
+        """The hook points the SAEs read (their ``cfg.hook``, a transcoder's ``hook_out``)."""
         self.input_scale = dict.fromkeys(self.hooks, 1.0)
         """Per hook point: the factor that makes E‖x‖² = 1."""
         self.runs = []
@@ -184,8 +185,11 @@ class Trainer:
 
     @torch.no_grad()
     def initialise(self, first: Step) -> None:
-        """Input scales and b_dec from the first step's activations (raw units)."""
-        for hook, rows in self.by_hook(first).items():
+        """Input scales and b_dec (from the rows each SAE reconstructs) from the first step's
+        activations (raw units); a transcoder's decoder starts tied to its encoder through the
+        least-squares linear map from the step's inputs to its targets."""
+        acts = self.by_hook(first)
+        for hook, rows in acts.items():
             if self.cfg.normalize_inputs:
                 self.input_scale[hook] = float(1.0 / rows.double().pow(2).sum(-1).mean().sqrt())
             x = rows.float() * self.input_scale[hook]
@@ -196,10 +200,16 @@ class Trainer:
             else:
                 centre = torch.zeros(x.shape[-1])
             for run in self.runs:
-                if run.sae.cfg.hook == hook:
+                if run.sae.cfg.target_hook == hook:
                     run.sae.b_dec.copy_(centre.to(run.sae.b_dec.dtype))
                     if run.sae.unit_norm_decoder:
                         run.sae.normalize_decoder()
+        for run in self.runs:
+            cfg = run.sae.cfg
+            if cfg.transcoder:
+                x = self.scaled(acts, cfg.hook, torch.float32)
+                y = self.scaled(acts, cfg.hook_out, torch.float32) - run.sae.b_dec.float()
+                run.sae.tie_decoder_through(torch.linalg.lstsq(x, y).solution)
 
     # --- one step -----------------------------------------------------------------------------
 
@@ -215,7 +225,10 @@ class Trainer:
         scale = self.cfg.sparsity_scale_at(self.step)
         for i, run in enumerate(self.runs):
             sae = run.sae
-            x = (acts[sae.cfg.hook] * self.input_scale[sae.cfg.hook]).to(sae.W_dec.dtype)
+            x = self.scaled(acts, sae.cfg.hook, sae.W_dec.dtype)
+            target = (
+                self.scaled(acts, sae.cfg.hook_out, sae.W_dec.dtype) if sae.cfg.hook_out else None
+            )
             lr = self.cfg.lr_at(self.step, run.base_lr)
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
@@ -226,7 +239,7 @@ class Trainer:
                 step=self.step,
                 steps=self.cfg.steps,
             )
-            terms, out = self.objective(sae, Batch(x), ctx)
+            terms, out = self.objective(sae, Batch(x, target), ctx)
             if not torch.isfinite(terms["loss"]):
                 raise FloatingPointError(
                     f"SAE {i} ({sae.architecture}) loss became {terms['loss'].item()} at step "
@@ -246,7 +259,7 @@ class Trainer:
                 run.since_fired[fired > 0] = 0
                 self.track_density(run, fired, x.shape[0])
                 if self.cfg.resample_every and (self.step + 1) % self.cfg.resample_every == 0:
-                    self.resample(run, x)
+                    self.resample(run, x, target)
                 logs[str(i)] = {
                     **{k: float(v) for k, v in terms.items()},
                     "l0": float(out.codes.active().float().mean()),
@@ -256,6 +269,10 @@ class Trainer:
                 }
         self.step += 1
         return logs
+
+    def scaled(self, acts: dict[str, torch.Tensor], hook: str, dtype: torch.dtype) -> torch.Tensor:
+        """The rows at ``hook`` in the units the SAEs train in (E‖x‖² = 1), in ``dtype``."""
+        return (acts[hook] * self.input_scale[hook]).to(dtype)
 
     def track_density(self, run: _Run, fired: torch.Tensor, rows: int) -> None:
         """Fold a step's firing frequencies into the running density: an exponential moving
@@ -275,30 +292,33 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(sae.parameters(), self.cfg.grad_clip)
 
     @torch.no_grad()
-    def resample(self, run: _Run, x: torch.Tensor) -> int:
+    def resample(self, run: _Run, x: torch.Tensor, target: torch.Tensor | None = None) -> int:
         """Anthropic-style resampling of dead latents (Bricken et al. 2023, "Towards
         Monosemanticity"): each dead latent's decoder row becomes a batch input drawn with
         probability ∝ its squared reconstruction error, normalised; its encoder column that
         direction × 0.2 × the mean alive encoder norm; its encoder bias 0; Adam moments for those
         entries are reset. Inputs are drawn from the current batch. Returns the number resampled.
-        (Gated SAEs reset their gate and magnitude biases and r_mag, see ``latent_biases``.)
+        A transcoder's decoder row is the drawn target's direction, its encoder column the drawn
+        input's. (Gated SAEs reset their gate and magnitude biases and r_mag, see
+        ``latent_biases``.)
         """
         sae = run.sae
+        target = x if target is None else target
         dead = self.dead_mask(run).nonzero().squeeze(-1)
         if dead.numel() == 0:
             return 0
-        error = (sae(x) - x).pow(2).sum(-1)
+        error = (sae(x) - target).pow(2).sum(-1)
         if float(error.sum()) <= 0:
             return 0
         picks = torch.multinomial(error.pow(2), dead.numel(), replacement=True)
-        directions = x[picks] - sae.b_dec
-        directions = directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        directions = _unit(target[picks] - sae.b_dec)
+        reads = _unit(x[picks]) if sae.cfg.transcoder else directions
         alive = ~self.dead_mask(run)
         enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
         sae.W_dec[dead] = directions.to(sae.W_dec.dtype)
         resets: list[tuple[torch.nn.Parameter, tuple[Any, ...]]] = [(sae.W_dec, (dead,))]
         if isinstance(sae.W_enc, torch.nn.Parameter):  # not an encoder-free SAE's W_decᵀ
-            sae.W_enc[:, dead] = (directions.T * 0.2 * enc_norm).to(sae.W_dec.dtype)
+            sae.W_enc[:, dead] = (reads.T * 0.2 * enc_norm).to(sae.W_dec.dtype)
             resets.append((sae.W_enc, (slice(None), dead)))
         biases = sae.latent_biases()
         for bias in biases:
@@ -455,7 +475,8 @@ def train(
     ``batches`` is an iterable, or a function of the start step returning one (needed for
     ``resume``: it must yield the steps from that one on). When training ends each hook's input
     scale is folded into its SAEs' weights, so they act on raw activations. Returns each SAE's
-    metrics at the last step (loss terms, l0, dead_fraction, lr) plus its ``input_scale``.
+    metrics at the last step (loss terms, l0, dead_fraction, lr) plus its ``input_scale`` (and
+    a transcoder's ``output_scale``).
     """
     trainer = Trainer(saes, cfg, out_dir, objective=objective)
     if resume:
@@ -467,11 +488,19 @@ def train(
     source = batches(trainer.step) if callable(batches) else batches
     results = trainer.fit(source)
     for run, result in zip(trainer.runs, results, strict=True):
-        scale = trainer.input_scale[run.sae.cfg.hook]
-        run.sae.fold_input_scale(scale)
-        run.sae.eval()
-        result["input_scale"] = scale
+        sae = run.sae
+        scales = trainer.input_scale[sae.cfg.hook], trainer.input_scale[sae.cfg.target_hook]
+        result["input_scale"] = scales[0]
+        if sae.cfg.transcoder:
+            result["output_scale"] = scales[1]
+        sae.fold_input_scale(*scales)
+        sae.eval()
     return results
+
+
+def _unit(rows: torch.Tensor) -> torch.Tensor:
+    """rows [n, d] scaled to unit norm (zero rows stay zero)."""
+    return rows / rows.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
 
 def geometric_median(points: torch.Tensor, iters: int = 100, tol: float = 1e-6) -> torch.Tensor:
