@@ -153,3 +153,29 @@ def test_skip_transcoder_without_hook_out_is_refused(tiny_lm_folder, tiny_text, 
     args = [*text_args(tiny_lm_folder, tiny_text), *FAST, "--skip-transcoder"]
     assert main(["train", *args, "--out", str(tmp_path / "run")]) == 2
     assert not (tmp_path / "run").exists()
+
+
+def test_train_end_to_end_from_the_command_line(tiny_lm_folder, tiny_text, tmp_path):
+    """--objective e2e+ds trains through the spliced model on token windows; the logged terms
+    are the KL and the downstream MSE, and the result is evaluated like any SAE."""
+    fast = FAST[: FAST.index("--k")]  # a ReLU SAE has no k
+    args = [*text_args(tiny_lm_folder, tiny_text), *fast, "--architecture", "standard"]
+    args += ["--objective", "e2e+ds", "--downstream-hooks", "model.layers.1:output"]
+    out = tmp_path / "run"
+    assert main(["train", *args, "--sparsity-coefficient", "1e-3", "--out", str(out)]) == 0
+    (summary,) = json.loads((out / "summary.json").read_text())["saes"]
+    assert {"kl", "downstream", "l1"} <= set(summary["train"]) and "mse" not in summary["train"]
+    assert summary["eval"]["kl"] >= 0 and "loss_recovered" in summary["eval"]
+    cache = tmp_path / "cache"
+    assert main(["cache", *text_args(tiny_lm_folder, tiny_text), "--out", str(cache)]) == 0
+    refused = [
+        "train",
+        "--data",
+        str(cache),
+        *FAST,
+        "--objective",
+        "e2e",
+        "--out",
+        str(tmp_path / "x"),
+    ]
+    assert main(refused) == 2

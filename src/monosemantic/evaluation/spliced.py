@@ -36,7 +36,7 @@ Where = str | HookPoint | tuple[str | HookPoint, str | HookPoint]
 """The point an SAE replaces, or a transcoder's (point it reads, point it replaces)."""
 
 
-def _logits(output: Any) -> torch.Tensor:
+def logits_of(output: Any) -> torch.Tensor:
     """A model's output -> logits [batch, ctx, vocab]: a tensor, or an object with ``.logits``."""
     logits = output if isinstance(output, torch.Tensor) else getattr(output, "logits", None)
     if not isinstance(logits, torch.Tensor):
@@ -122,7 +122,7 @@ def _sae_rows(sae: nn.Module) -> Rows:
 
 def _scored_log_probs(model: nn.Module, ids: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
     """Log-probabilities [n_scored, vocab] (float32) at positions t where scored[:, t]."""
-    logits = _logits(model(ids))
+    logits = logits_of(model(ids))
     return logits[:, :-1][scored].float().log_softmax(-1)
 
 

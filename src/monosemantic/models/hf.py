@@ -15,6 +15,8 @@ from typing import Any
 
 from torch import nn
 
+from monosemantic.models.zoo.tokenizer import load_tokenizer
+from monosemantic.models.zoo.transformer import is_zoo_folder, load_lm
 from monosemantic.runtime import dtype_named
 
 log = logging.getLogger(__name__)
@@ -66,11 +68,15 @@ def resolve(name: str) -> ModelSource:
 def load_model(
     name: str, *, dtype: str = "float32", device: str = "cpu", allow_pickled_weights: bool = False
 ) -> tuple[nn.Module, Any]:
-    """(model in eval mode, tokenizer) for a causal LM. Never runs remote code; pickled weights
+    """(model in eval mode, tokenizer) for a causal LM: a Hugging Face model or a zoo folder
+    (``monosemantic zoo train lm``). Never runs remote code; pickled weights
     (``pytorch_model.bin``) only with ``allow_pickled_weights``, and then with weights_only."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = dtype_named(dtype)
+    if is_zoo_folder(name):  # one of the project's own Shakespeare transformers
+        zoo_model, _ = load_lm(name)
+        return _ready(zoo_model.to(device=device, dtype=torch_dtype)), load_tokenizer(Path(name))
     source = resolve(name)
     kwargs: dict[str, Any] = {"gguf_file": source.gguf_file} if source.gguf_file else {}
     if not source.gguf_file:
@@ -86,10 +92,16 @@ def load_model(
             f"cannot load the model {what}: {type(err).__name__}: {err}".strip()
             + (" (is the GGUF file complete?)" if source.gguf_file else "")
         ) from None
-    model.to(device).eval()  # type: ignore[arg-type]
-    model.requires_grad_(False)
+    model.to(device)  # type: ignore[arg-type]
     log.info("loaded %s in %.1f s", name, time.perf_counter() - start)
-    return model, tokenizer
+    return _ready(model), tokenizer
+
+
+def _ready(model: nn.Module) -> nn.Module:
+    """Eval mode with frozen weights: gradients may flow through the model, never into it."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
 
 
 def refuse_pickled(source: ModelSource, allowed: bool) -> None:

@@ -6,14 +6,15 @@
 SAE's forward pass (the trainer reads its codes for dead-latent tracking and L0). The trainer knows
 nothing else about the objective, so new objectives (a transcoder's target, KL through the spliced
 model, several layers at once) plug in without touching the loop: pass one to ``Trainer`` or
-``train``. An objective that needs more (the subject model, its token windows) is a callable
-object holding it; ``Batch.tokens`` carries the windows a batch came from.
+``train``. An objective that needs more (the subject model) is a callable object holding it;
+``Batch.context`` carries whatever else the step held (token windows, the clean pass's logits:
+``end_to_end.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -26,13 +27,16 @@ Terms = dict[str, torch.Tensor]
 class Batch:
     """One step's data for one SAE (all in the SAE's normalised units).
 
-    x: [batch, d_in] the input; target: [batch, d_in] what the reconstruction should match
-    (None: x itself); tokens: the token ids the batch came from, when the source knows them.
+    x: [batch, d_in] the input; target: [batch, d_out] what the reconstruction should match
+    (None: x itself); target_scale: the factor from raw units to the target's (x_hat /
+    target_scale is in the model's units); context: the step's other entries (token windows,
+    clean logits, ...), for objectives that run the model.
     """
 
     x: torch.Tensor
     target: torch.Tensor | None = None
-    tokens: torch.Tensor | None = None
+    target_scale: float = 1.0
+    context: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def reconstruction_target(self) -> torch.Tensor:

@@ -19,13 +19,17 @@ from typing import Any
 import torch
 
 from monosemantic.config import ConfigError, check
+from monosemantic.data.harvest import LiveActivations
 from monosemantic.data.sources import DataConfig, Text, open_sources, resolve
+from monosemantic.data.store import ActivationSource
 from monosemantic.evaluation.evaluate import evaluate_saes
 from monosemantic.files import write_json
 from monosemantic.models.subject import load_subject
 from monosemantic.sae.base import SAE, SAEConfig
 from monosemantic.sae.io import save_sae
 from monosemantic.sae.registry import ARCHITECTURES, architecture, architecture_fields, create
+from monosemantic.training.end_to_end import EndToEnd, WindowSteps
+from monosemantic.training.objective import Objective, reconstruction
 from monosemantic.training.trainer import TrainConfig, train
 
 
@@ -229,15 +233,35 @@ def train_sweep(
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", settings)
 
+    train_source: ActivationSource | LiveActivations | WindowSteps = sources.train
+    objective: Objective = reconstruction
+    if training.objective != "local":
+        if text is None or resolved.kind != "text":
+            raise ValueError(
+                f"--objective {training.objective} runs the model on token windows: give text "
+                f"as --data (e.g. shakespeare), not a {resolved.kind}"
+            )
+        train_source = WindowSteps(
+            text.model,
+            text.train_tokens,
+            resolved.cfg.points,
+            training.downstream_hooks,
+            text.train_exclude,
+        )
+        objective = EndToEnd(
+            text.model,
+            training.kl_coefficient,
+            training.downstream_hooks,
+            training.downstream_coefficient,
+        )
     start = time.perf_counter()
     results = train(
         saes,
-        lambda step: sources.train.batches(
-            training.batch_size, seed=training.seed, start_step=step
-        ),
+        lambda step: train_source.batches(training.batch_size, seed=training.seed, start_step=step),
         training,
         out / "train",
         resume=resume,
+        objective=objective,
     )
     timings["train_s"] = time.perf_counter() - start
     timings["train_tokens_per_s"] = training.steps * training.batch_size / timings["train_s"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from monosemantic.sae.base import SAE, LossContext
 from monosemantic.training.objective import Batch, Objective, reconstruction
 from monosemantic.training.optimizers import OPTIMIZERS, default_lr, make_optimizer
 
+OBJECTIVES = ("local", "e2e", "e2e+ds")
 Batches = Iterable[Step] | Callable[[int], Iterable[Step]]
 CHECKPOINT = "checkpoint.pt"
 UNMEASURED = -1.0
@@ -74,6 +75,17 @@ class TrainConfig:
     """Write train/checkpoint.pt every this many steps (and at the end); --resume uses it."""
     log_every: int = 50
     """Write a line of train/metrics.jsonl every this many steps."""
+    objective: str = "local"
+    """local: reconstruct the activations; e2e: minimise KL(p_clean ‖ p_sae) of the model's
+    next-token predictions with the SAE spliced in (Braun et al. 2024; needs text data);
+    e2e+ds: e2e plus the MSE of the activations at --downstream-hooks."""
+    kl_coefficient: float = 1.0
+    """α, the weight of e2e's KL term."""
+    downstream_hooks: list[str] = field(default_factory=list)
+    """e2e+ds: later hook points whose activations the spliced model should keep (e.g. the
+    residual stream after every later layer)."""
+    downstream_coefficient: float = 1.0
+    """β, e2e+ds's weight of the downstream MSE, shared equally by the hook points."""
     seed: int = 0
     progress: bool = True
     """Show a progress bar."""
@@ -102,6 +114,14 @@ class TrainConfig:
             "resample_every",
             self.resample_every,
             "a positive integer or None",
+        )
+        check(self.objective in OBJECTIVES, "objective", self.objective, f"one of {OBJECTIVES}")
+        check(self.kl_coefficient > 0, "kl_coefficient", self.kl_coefficient, "> 0")
+        check(
+            bool(self.downstream_hooks) == (self.objective == "e2e+ds"),
+            "downstream_hooks",
+            self.downstream_hooks,
+            "one or more hook points for --objective e2e+ds, and none for the others",
         )
         check(
             self.checkpoint_every is None or self.checkpoint_every > 0,
@@ -221,6 +241,11 @@ class Trainer:
         acts = self.by_hook(step)
         for hook, rows in acts.items():
             check_finite(rows, step=self.step, hook=hook or "(input rows)")
+        context = (
+            {}
+            if isinstance(step, torch.Tensor)
+            else {key: value for key, value in step.items() if key not in acts}
+        )
         logs = {}
         scale = self.cfg.sparsity_scale_at(self.step)
         for i, run in enumerate(self.runs):
@@ -239,7 +264,8 @@ class Trainer:
                 step=self.step,
                 steps=self.cfg.steps,
             )
-            terms, out = self.objective(sae, Batch(x, target), ctx)
+            batch = Batch(x, target, self.input_scale[sae.cfg.target_hook], context)
+            terms, out = self.objective(sae, batch, ctx)
             if not torch.isfinite(terms["loss"]):
                 raise FloatingPointError(
                     f"SAE {i} ({sae.architecture}) loss became {terms['loss'].item()} at step "

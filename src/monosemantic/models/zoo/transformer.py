@@ -369,6 +369,18 @@ def save_lm(
     return folder
 
 
+def is_zoo_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a model ``save_lm`` wrote (not a Hugging Face model folder)."""
+    folder = Path(folder)
+    if not (folder / WEIGHTS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
+        return False
+    try:
+        record = json.loads((folder / CONFIG_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(record, dict) and isinstance(record.get("config"), dict)
+
+
 def load_lm(folder: str | Path) -> tuple[TinyLM, dict[str, Any]]:
     """The model saved in ``folder`` (float32, eval mode) and its record (config, metrics).
 
