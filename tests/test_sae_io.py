@@ -263,9 +263,9 @@ def test_unsupported_saelens_normalisation(tmp_path: Path) -> None:
     save_sae(random_sae("standard"), tmp_path)
     cfg = json.loads((tmp_path / CFG_FILE).read_text())
     del cfg["metadata"]["monosemantic"]
-    cfg["normalize_activations"] = "layer_norm"
+    cfg["normalize_activations"] = "constant_norm_rescale"
     (tmp_path / CFG_FILE).write_text(json.dumps(cfg))
-    with pytest.raises(SAEFormatError, match="normalize_activations='layer_norm' is not supported"):
+    with pytest.raises(SAEFormatError, match="='constant_norm_rescale' is not supported"):
         load_sae(tmp_path)
 
 
@@ -456,3 +456,41 @@ def test_we_load_saelens_transcoder(tmp_path: Path, sae_lens, name: str) -> None
         torch.testing.assert_close(ours.encode(x), f, atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(ours(x), theirs(x), atol=1e-6, rtol=1e-6)
     assert (f != 0).any() and (f == 0).any()
+
+
+# --- standardised inputs (multi-layer SAEs) -------------------------------------------------
+
+
+@pytest.mark.parametrize("architecture", ["topk", "batchtopk", "standard", "jumprelu"])
+def test_standardising_sae_loads_in_saelens_as_layer_norm(tmp_path: Path, sae_lens, architecture):
+    """Ours standardises each row and undoes it after decoding; SAELens's layer_norm does the
+    same, so its forward pass on raw rows equals ours, and it loads back here unchanged."""
+    sae = random_sae(architecture)
+    sae.cfg.standardize = True
+    save_sae(sae, tmp_path)
+    assert json.loads((tmp_path / CFG_FILE).read_text())["normalize_activations"] == "layer_norm"
+    x = inputs() * 7.0 + 3.0
+    theirs = sae_lens.SAE.load_from_disk(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x), sae(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(theirs.encode(x), sae.encode(x), atol=1e-5, rtol=1e-5)
+    loaded = load_sae(tmp_path)
+    assert loaded.cfg.standardize
+    cfg = json.loads((tmp_path / CFG_FILE).read_text())
+    del cfg["metadata"]["monosemantic"]  # as if SAELens had written it
+    (tmp_path / CFG_FILE).write_text(json.dumps(cfg))
+    assert load_sae(tmp_path).cfg.standardize
+
+
+def test_standardising_sae_is_invariant_to_scale_and_shift() -> None:
+    """Codes of a·x + b (b the same in every dimension) equal those of x; x̂ follows a·x̂ + b;
+    and folding an input scale changes nothing."""
+    sae = random_sae("topk")
+    sae.cfg.standardize = True
+    x = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(sae.encode(3.0 * x + 2.0), sae.encode(x), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(sae(3.0 * x + 2.0), 3.0 * sae(x) + 2.0, atol=1e-4, rtol=1e-4)
+        before = sae(x)
+        sae.fold_input_scale(5.0)
+        assert torch.equal(sae(x), before)

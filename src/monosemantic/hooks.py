@@ -15,7 +15,8 @@ All three are context managers or functions that always remove their hooks.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -172,6 +173,36 @@ def patch(
 
     with hooked(model, {parsed: replace}):
         yield
+
+
+LAYERS = "*"
+"""In a hook point, stands for every layer index: ``model.layers.*:output`` is the residual
+stream after every layer (a multi-layer SAE's input)."""
+
+
+def is_layer_pattern(spec: str) -> bool:
+    return LAYERS in spec
+
+
+def layer_points(pattern: str, points: Iterable[str]) -> list[str]:
+    """The points among ``points`` that ``pattern`` names (``*`` = a layer index), in layer
+    order: ``model.layers.*:output`` -> ``model.layers.0:output``, ``model.layers.1:output``..."""
+    regex = re.compile("^" + re.escape(pattern).replace(re.escape(LAYERS), r"(\d+)") + "$")
+    found = [(int(m.group(1)), p) for p in points if (m := regex.match(p))]
+    return [p for _, p in sorted(found)]
+
+
+def expand_layers(model: nn.Module, pattern: str) -> list[str]:
+    """Every hook point of ``model`` that ``pattern`` names, in layer order; an error if none."""
+    point = HookPoint.parse(pattern)
+    modules = [f"{name}:{point.side}" for name, _ in model.named_modules()]
+    found = layer_points(str(point), modules)
+    if not found:
+        raise HookPointError(
+            f"{pattern} names no module of {type(model).__name__}: '*' stands for a layer "
+            "index, e.g. model.layers.*:output (list the modules with `monosemantic info MODEL`)"
+        )
+    return found
 
 
 class _Stop(Exception):

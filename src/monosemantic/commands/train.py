@@ -62,12 +62,17 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> list[str]:
         action="store_true",
         help=field_help(SweepConfig)["skip_transcoder"] + " Needs --hook-out.",
     )
+    group.add_argument(
+        "--standardize", action="store_true", help=field_help(SweepConfig)["standardize"]
+    )
     return list(owners)
 
 
 def sweep_from_arguments(args: argparse.Namespace, fields: list[str]) -> SweepConfig:
     settings = {name: getattr(args, name) for name in fields if hasattr(args, name)}
-    return SweepConfig(args.architecture, list(args.expansion), settings, args.skip_transcoder)
+    return SweepConfig(
+        args.architecture, list(args.expansion), settings, args.skip_transcoder, args.standardize
+    )
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -77,7 +82,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Train a sweep of SAEs (every combination of --expansion and the "
         "architecture's sweep axes, e.g. --k or --sparsity-coefficient) at every --hook point, "
         "on the activations of one model pass, then evaluate and save them; with --hook-out, "
-        "transcoders from each --hook to its --hook-out. "
+        "transcoders from each --hook to its --hook-out; a --hook with '*' for the layer index "
+        "(model.layers.*:output) trains one multi-layer SAE over every layer. "
         "Example: monosemantic train --hook model.layers.3.mlp:output --k 16 32 --out runs/l3",
     )
     add_out(parser, "output folder", default="runs/train")

@@ -29,7 +29,7 @@ from monosemantic.data.harvest import LiveActivations, harvest, harvest_to_cache
 from monosemantic.data.store import ActivationSource, MatrixSource, Step
 from monosemantic.data.text import load_texts
 from monosemantic.data.tokens import excluded_positions, token_windows
-from monosemantic.hooks import HookPoint
+from monosemantic.hooks import HookPoint, expand_layers, is_layer_pattern
 
 Kind = Literal["text", "cache", "matrix"]
 MATRIX_KEY = ""
@@ -267,24 +267,36 @@ def open_sources(
         return Sources(MatrixSource(matrix[:-n_eval]), held, {MATRIX_KEY: matrix.shape[1]})
     if text is None:
         raise ValueError("text data needs a model: load one with models.subject.load_subject")
+    points = concrete_points(cfg, text.model)
     live = LiveActivations(
         text.model,
         text.train_tokens,
-        cfg.points,
+        points,
         exclude=text.train_exclude,
         windows_per_forward=cfg.windows_per_forward,
         buffer_rows=cfg.buffer_rows,
         truncate=cfg.truncate,
     )
-    return Sources(live, held_out(cfg, text), hook_widths(text.model, cfg.points))
+    widths = hook_widths(text.model, points)
+    for pattern in filter(is_layer_pattern, cfg.points):  # a multi-layer SAE reads them all
+        widths[pattern] = widths[expand_layers(text.model, pattern)[0]]
+    return Sources(live, held_out(cfg, text), widths)
+
+
+def concrete_points(cfg: DataConfig, model: nn.Module) -> list[str]:
+    """``cfg.points`` with each layer pattern (``model.layers.*:output``) replaced by every
+    layer's point, in layer order."""
+    expanded = (expand_layers(model, p) if is_layer_pattern(p) else [p] for p in cfg.points)
+    return list(dict.fromkeys(point for points in expanded for point in points))
 
 
 def held_out(cfg: DataConfig, text: Text) -> Iterator[dict[str, torch.Tensor]]:
-    """Activation rows ``{hook: [rows, d]}`` of the held-out windows."""
+    """Activation rows ``{hook: [rows, d]}`` of the held-out windows (every layer of a layer
+    pattern)."""
     return harvest(
         text.model,
         text.eval_tokens,
-        cfg.points,
+        concrete_points(cfg, text.model),
         batch_size=cfg.windows_per_forward,
         exclude=text.eval_exclude,
         truncate=cfg.truncate,

@@ -15,9 +15,25 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from monosemantic.hooks import is_layer_pattern, layer_points
+
 Step = torch.Tensor | dict[str, torch.Tensor]
 """One training step's activations: rows [batch, d], or ``{hook: [batch, d_hook]}`` from one
 model pass at several hook points."""
+
+
+def rows_at(step: Step, hook: str) -> torch.Tensor:
+    """The rows [n, d] a step holds for ``hook`` (a plain tensor is every hook's); a layer
+    pattern (``model.layers.*:output``) gets the rows of every layer it names, stacked layer
+    after layer: a multi-layer SAE's inputs."""
+    if isinstance(step, torch.Tensor):
+        return step
+    if hook in step or not is_layer_pattern(hook):
+        return step[hook]
+    layers = layer_points(hook, step)
+    if not layers:
+        raise KeyError(hook)
+    return torch.cat([step[point] for point in layers])
 
 
 class ActivationSource(Protocol):

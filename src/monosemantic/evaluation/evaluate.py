@@ -12,9 +12,12 @@ import torch
 
 from monosemantic.data.sources import DataConfig, Text, open_sources, resolve
 from monosemantic.data.store import Step, check_finite
+from monosemantic.data.store import rows_at as step_rows
 from monosemantic.evaluation.metrics import density_histogram, evaluate_reconstruction
-from monosemantic.evaluation.spliced import spliced_metrics_many
+from monosemantic.evaluation.multi_layer import layer_activity, plot_layer_activity
+from monosemantic.evaluation.spliced import Where, spliced_metrics_many
 from monosemantic.files import write_json
+from monosemantic.hooks import is_layer_pattern
 from monosemantic.models.subject import load_subject
 from monosemantic.sae.base import SAE, UNKNOWN_HOOK
 from monosemantic.sae.io import load_sae
@@ -23,7 +26,7 @@ from monosemantic.sae.io import load_sae
 def rows_at(steps: Iterable[Step], hook: str) -> list[torch.Tensor]:
     """The rows [n, d] a hook point contributes to each held-out step (a plain tensor is every
     hook's), checked finite: NaN metrics would say nothing."""
-    rows = [step[hook] if isinstance(step, dict) else step for step in steps]
+    rows = [step_rows(step, hook) for step in steps]
     for i, batch in enumerate(rows):
         check_finite(batch, step=i, hook=hook or "(input rows)", where="held-out batch")
     return rows
@@ -38,13 +41,18 @@ def evaluate_saes(
 ) -> list[tuple[dict[str, Any], torch.Tensor]]:
     """Per SAE (metrics, log10 feature density [d_sae]): reconstruction on the held-out rows of
     its hook (a transcoder's of its target), plus CE, KL and loss recovered with it spliced into
-    the model for text data (a transcoder's output in place of its target's). With
-    ``folders`` (one per SAE), each density histogram is written there as PNG and JSON."""
+    the model for text data (a transcoder's output in place of its target's). A multi-layer SAE
+    (hook ``model.layers.*:output``) is also measured at each layer (``metrics["layers"]``, spliced
+    at one layer at a time; the overall kl and loss_recovered are their means) and for the
+    spread of its latents over layers (``multi_layer.py``). With ``folders`` (one per SAE), each
+    density histogram (and a multi-layer SAE's layer figure) is written there."""
     results = []
+    splices: list[tuple[int, Where]] = []
     for i, sae in enumerate(saes):
-        rows = rows_at(eval_steps, sae.cfg.hook)
-        if sae.cfg.transcoder:
-            targets = rows_at(eval_steps, sae.cfg.hook_out)
+        cfg = sae.cfg
+        rows = rows_at(eval_steps, cfg.hook)
+        if cfg.transcoder:
+            targets = rows_at(eval_steps, cfg.hook_out)
             metrics = evaluate_reconstruction(sae, list(zip(rows, targets, strict=True)))
         else:
             metrics = evaluate_reconstruction(sae, rows)
@@ -56,19 +64,50 @@ def evaluate_saes(
         )
         if folder is not None:
             write_json(folder / "density_histogram.json", histogram)
+        if is_layer_pattern(cfg.hook):
+            metrics.update(_per_layer(sae, eval_steps, folder))
+            splices += [(i, point) for point in metrics["layers"]]
+        else:
+            splices.append((i, (cfg.hook, cfg.target_hook)))
         results.append((metrics, log10_density))
     if text is not None:
         n = min(len(text.eval_tokens), data.spliced_windows)
         spliced = spliced_metrics_many(
             text.model,
             text.eval_tokens[:n],
-            [((sae.cfg.hook, sae.cfg.target_hook), sae) for sae in saes],
+            [(where, saes[i]) for i, where in splices],
             batch_size=data.windows_per_forward,
             exclude=None if text.eval_exclude is None else text.eval_exclude[:n],
         )
-        for (metrics, _), extra in zip(results, spliced, strict=True):
-            metrics.update(extra)
+        for (i, where), extra in zip(splices, spliced, strict=True):
+            metrics = results[i][0]
+            if isinstance(where, str):  # one layer of a multi-layer SAE
+                metrics["layers"][where].update(extra)
+            else:
+                metrics.update(extra)
+        for metrics, _ in results:
+            if "layers" in metrics and text is not None:
+                layers = metrics["layers"].values()
+                for name in ("kl", "loss_recovered", "ce_clean"):
+                    metrics[name] = sum(layer[name] for layer in layers) / len(layers)
     return results
+
+
+def _per_layer(sae: SAE, steps: list[Step], folder: Path | None) -> dict[str, Any]:
+    """A multi-layer SAE's reconstruction at each layer and the spread of its latents."""
+    pattern = sae.cfg.hook
+    activity = layer_activity(sae, steps, pattern)
+    layers = {}
+    for point in activity["layers"]:
+        measured = evaluate_reconstruction(sae, rows_at(steps, point))
+        layers[point] = {k: v for k, v in measured.items() if isinstance(v, (int, float))}
+    if folder is not None:
+        plot_layer_activity(activity["mass"], folder / "layers.png", title=pattern)
+    return {
+        "layers": layers,
+        "multi_layer_latents": activity["multi_layer_latents"],
+        "per_token_multi_layer": activity["per_token_multi_layer"],
+    }
 
 
 def evaluate_folder(folder: Path, data: DataConfig, *, model_given: bool = False) -> dict[str, Any]:

@@ -98,6 +98,6 @@ def zipf_penalties(
     sae: SAE, cfg: TopKConfig, out: SAEOutput, target: torch.Tensor, ctx: LossContext
 ) -> Penalties:
     """aux_zipf_loss weighted by ``aux_coefficient``: shared by Feature and Mutual Choice."""
-    residual = (target - out.x_hat).detach()
+    residual = ((target - out.x_hat) / out.scale).detach()  # in the decoder's units
     aux = aux_zipf_loss(sae.W_dec, out.pre, residual, ctx.density, ctx.dead, cfg.resolved_aux_k)
     return {"aux_zipf": (cfg.aux_coefficient, aux)}

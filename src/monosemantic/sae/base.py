@@ -59,6 +59,10 @@ class SAEConfig:
     ``hook`` and reconstructs ``hook_out``; empty: an autoencoder of ``hook``."""
     skip: bool = False
     """A skip transcoder: add a linear skip x W_skipᵀ from input to output (needs hook_out)."""
+    standardize: bool = False
+    """Standardise each input vector (subtract its mean over d, divide by its std + 1e-5)
+    before encoding and undo it after decoding: Lawson et al. 2024's multi-layer SAEs, SAELens's
+    ``normalize_activations="layer_norm"``."""
     model: str = ""
     """The subject model's name, for the record."""
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -80,6 +84,12 @@ class SAEConfig:
             self.d_out,
             f"d_in={self.d_in} for an autoencoder; a transcoder (d_out ≠ d_in) needs hook_out, "
             "the hook point it reconstructs",
+        )
+        check(
+            not (self.standardize and self.transcoder),
+            "standardize",
+            self.standardize,
+            "False for a transcoder (its output is not its input's scale)",
         )
         check(
             self.transcoder or not self.skip,
@@ -152,6 +162,14 @@ class SAEOutput:
     skip: torch.Tensor | float = 0.0
     """A skip transcoder's x W_skipᵀ [batch, d_out] inside x_hat (0 otherwise), for loss terms
     that decode the codes again (Matryoshka's prefixes)."""
+    scale: torch.Tensor | float = 1.0
+    shift: torch.Tensor | float = 0.0
+    """A standardising SAE's per-row std and mean [batch, 1]: x_hat = (what the decoder gives) ·
+    scale + shift (+ skip); loss terms that decode again use them to reach x's units."""
+
+    def raw(self, decoded: torch.Tensor) -> torch.Tensor:
+        """A decoder output [batch, d_out] (codes W_dec + b_dec) in x's units, skip included."""
+        return decoded * self.scale + self.shift + self.skip
 
 
 @dataclass
@@ -259,6 +277,8 @@ class SAE(nn.Module, abc.ABC):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """[..., d_in] -> codes [..., d_sae]."""
         self.check_input(x)
+        if self.cfg.standardize:
+            x = standardized(x)[0]
         return self.activation(self.pre_acts(x))
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
@@ -270,6 +290,12 @@ class SAE(nn.Module, abc.ABC):
         """What training and evaluation need. x: [batch, d_in] -> ``SAEOutput`` (x_hat
         [batch, d_out]): ``autoencode`` plus a skip transcoder's skip term."""
         self.check_input(x)
+        if self.cfg.standardize:
+            x, mean, scale = standardized(x)
+            out = self.autoencode(x)
+            out.scale, out.shift = scale, mean
+            out.x_hat = out.x_hat * scale + mean
+            return out
         out = self.autoencode(x)
         if self.W_skip is not None:
             out.skip = x @ self.W_skip.T
@@ -342,6 +368,8 @@ class SAE(nn.Module, abc.ABC):
         out_scale = scale if out_scale is None else out_scale
         if not self.cfg.transcoder and out_scale != scale:
             raise ValueError("an autoencoder's input and output share one scale")
+        if self.cfg.standardize:  # codes do not depend on the input's scale; x_hat follows it
+            return
         self.W_enc.mul_(scale)
         self.W_dec.div_(out_scale)
         self.b_dec.div_(out_scale)
@@ -384,6 +412,19 @@ class SAE(nn.Module, abc.ABC):
     def extra_repr(self) -> str:
         out = f", d_out={self.d_out}" if self.cfg.transcoder else ""
         return f"{self.architecture}: d_in={self.d_in}, d_sae={self.d_sae}{out}"
+
+
+STANDARDIZE_EPS = 1e-5
+
+
+def standardized(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x [..., d] -> ((x − mean) / (std + eps), mean, std), mean and std [..., 1] over d; a
+    reconstruction r goes back as r · std + mean (std with Bessel's correction, eps only on the
+    way in: as Lawson et al.'s code and SAELens's "layer_norm" compute it)."""
+    mean = x.mean(-1, keepdim=True)
+    centred = x - mean
+    std = centred.std(-1, keepdim=True)
+    return centred / (std + STANDARDIZE_EPS), mean, std
 
 
 def _unit_rows(rows: int, width: int) -> torch.Tensor:

@@ -67,7 +67,7 @@ class GatedSAE(SAE):
         gate path through a frozen decoder) weighted by 1; both averaged over the batch."""
         gate = (out.pre + self.b_gate).relu()
         l1 = gate.sum(-1).mean()
-        via_gate = gate @ self.W_dec.detach() + self.b_dec.detach() + _detached(out.skip)
+        via_gate = out.raw(gate @ self.W_dec.detach() + self.b_dec.detach())
         aux = (via_gate - target).pow(2).sum(-1).mean()
         return {"l1": (ctx.sparsity_scale * self.cfg.sparsity_coefficient, l1), "aux": (1.0, aux)}
 
@@ -86,8 +86,3 @@ class GatedSAE(SAE):
             "b_gate": weights["b_gate"] + shift,
             "b_mag": weights["b_mag"] + shift * weights["r_mag"].exp(),
         }
-
-
-def _detached(skip: torch.Tensor | float) -> torch.Tensor | float:
-    """A skip transcoder's skip term, frozen like the decoder in the gate path's loss."""
-    return skip.detach() if isinstance(skip, torch.Tensor) else skip

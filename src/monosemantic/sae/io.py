@@ -146,7 +146,7 @@ def saelens_config(sae: SAE) -> dict[str, Any]:
         "dtype": cfg.dtype,
         "device": "cpu",
         "apply_b_dec_to_input": not cfg.transcoder,
-        "normalize_activations": "none",
+        "normalize_activations": "layer_norm" if cfg.standardize else "none",
         "reshape_activations": "none",
     }
     transcoding = {"d_out": cfg.d_out, "hook_name_out": cfg.hook_out} if cfg.transcoder else {}
@@ -189,10 +189,14 @@ def _from_saelens(
     missing = [field for field in ("d_in", "d_sae") if field not in raw]
     if missing:
         raise SAEFormatError(f"{where} lacks {missing}; is it an SAELens ≥ 6 config?")
-    for field in ("normalize_activations", "reshape_activations"):
-        if raw.get(field, "none") not in ("none", None):
+    supported = {
+        "normalize_activations": ("none", None, "layer_norm"),
+        "reshape_activations": ("none", None),
+    }
+    for option, values in supported.items():
+        if raw.get(option, "none") not in values:
             raise SAEFormatError(
-                f"{where}: {field}={raw[field]!r} is not supported; fold it into the weights "
+                f"{where}: {option}={raw[option]!r} is not supported; fold it into the weights "
                 "with SAELens first (e.g. fold_activation_norm_scaling_factor) and save again"
             )
     weights = cls.weights_from_saelens(dict(weights))
@@ -216,6 +220,7 @@ def _from_saelens(
             hook=metadata.get("hook_name") or raw.get("hook_name") or "",
             model=metadata.get("model_name") or raw.get("model_name") or "",
             metadata=metadata,
+            standardize=raw.get("normalize_activations") == "layer_norm",
             **transcoding,
             **cls.config_from_saelens(raw),
         )

@@ -52,6 +52,7 @@ class MatchingPursuitConfig(SAEConfig):
             "empty: matching pursuit searches its decoder for the input itself, so it cannot "
             "map one hook point to another; use a TopK transcoder (--architecture topk)",
         )
+        check(not self.standardize, "standardize", self.standardize, "False for matching pursuit")
 
 
 def matching_pursuit(

@@ -93,7 +93,7 @@ class MatryoshkaSAE(BatchTopKSAE):
         inner = self.cfg.widths[:-1]
         recons = prefix_reconstructions(out.codes.dense(), self.W_dec, self.b_dec, inner)
         prefix = sum(
-            ((target - r - out.skip).pow(2).sum(-1).mean() for r in recons), target.new_zeros(())
+            ((target - out.raw(r)).pow(2).sum(-1).mean() for r in recons), target.new_zeros(())
         )
         return {"prefix_mse": (1.0, prefix), **topk_penalties(self, self.cfg, out, target, ctx)}
 

@@ -72,7 +72,7 @@ def topk_penalties(
     sae: SAE, cfg: TopKConfig, out: SAEOutput, target: torch.Tensor, ctx: LossContext
 ) -> Penalties:
     """AuxK, weighted by ``aux_coefficient``: shared by TopK and BatchTopK."""
-    residual = (target - out.x_hat).detach()
+    residual = ((target - out.x_hat) / out.scale).detach()  # in the decoder's units
     aux = auxk_loss(sae.W_dec, out.pre, residual, ctx.dead, cfg.resolved_aux_k)
     return {"auxk": (cfg.aux_coefficient, aux)}
 

@@ -24,6 +24,7 @@ from monosemantic.data.sources import DataConfig, Text, open_sources, resolve
 from monosemantic.data.store import ActivationSource
 from monosemantic.evaluation.evaluate import evaluate_saes
 from monosemantic.files import write_json
+from monosemantic.hooks import LAYERS
 from monosemantic.models.subject import load_subject
 from monosemantic.sae.base import SAE, SAEConfig
 from monosemantic.sae.io import save_sae
@@ -47,6 +48,9 @@ class SweepConfig:
     skip_transcoder: bool = False
     """Transcoders (data with hook_out) get a linear skip from input to output (Paulo et al.
     2025)."""
+    standardize: bool = False
+    """Standardise each input vector before encoding and undo it after decoding (a multi-layer
+    SAE over model.layers.*:output, Lawson et al. 2024)."""
 
     def __post_init__(self) -> None:
         cls = architecture(self.architecture)
@@ -88,6 +92,7 @@ class SweepConfig:
                 d_out=d_out,
                 hook_out=hook_out,
                 skip=self.skip_transcoder,
+                standardize=self.standardize,
                 model=model,
                 **fixed,
                 **dict(zip(axes, values, strict=True)),
@@ -113,7 +118,8 @@ def hook_label(hook: str) -> str:
     """A hook point as a folder-name prefix, e.g. ``model.layers.3.mlp:output`` →
     ``layers.3.mlp.out``."""
     path, _, side = hook.rpartition(":")
-    return f"{path.removeprefix('model.')}.{'in' if side == 'input' else 'out'}"
+    path = path.removeprefix("model.").replace(LAYERS, "all")
+    return f"{path}.{'in' if side == 'input' else 'out'}"
 
 
 RUN_FILES = ("config.json", "summary.json", "train", "saes")

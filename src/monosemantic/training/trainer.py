@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from monosemantic.config import check
-from monosemantic.data.store import Step, check_finite
+from monosemantic.data.store import Step, check_finite, rows_at
 from monosemantic.files import atomic_write, finite, remove_partial_writes
 from monosemantic.sae.base import SAE, LossContext
 from monosemantic.training.objective import Batch, Objective, reconstruction
@@ -194,12 +194,17 @@ class Trainer:
                     "as a mapping {hook: activations}"
                 )
             return {self.hooks[0]: step}
-        missing = [hook for hook in self.hooks if hook not in step]
+        acts, missing = {}, []
+        for hook in self.hooks:
+            try:
+                acts[hook] = rows_at(step, hook)
+            except KeyError:
+                missing.append(hook)
         if missing:
             raise ValueError(
                 f"the activations hold hook points {sorted(step)}, not {missing} that SAEs read"
             )
-        return {hook: step[hook] for hook in self.hooks}
+        return acts
 
     # --- set-up -------------------------------------------------------------------------------
 
