@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from cli_args import FAST, text_args
 
 from monosemantic.cli import main
 from monosemantic.data.store import rows_at
@@ -67,35 +68,9 @@ def test_layer_activity_matches_brute_force() -> None:
 
 def test_multi_layer_sae_trains_and_is_judged_at_every_layer(tiny_lm_folder, tiny_text, tmp_path):
     out = tmp_path / "run"
-    args = [
-        "train",
-        "--model",
-        str(tiny_lm_folder),
-        "--data",
-        str(tiny_text),
-        "--hook",
-        PATTERN,
-        "--standardize",
-        "--context-size",
-        "16",
-        "--max-tokens",
-        "4096",
-        "--spliced-windows",
-        "4",
-        "--steps",
-        "30",
-        "--batch-size",
-        "64",
-        "--lr",
-        "3e-3",
-        "--no-progress",
-        "--expansion",
-        "2",
-        "--k",
-        "4",
-        "--out",
-        str(out),
-    ]
+    args = text_args(tiny_lm_folder, tiny_text)
+    args[args.index("--hook") + 1] = PATTERN
+    args = ["train", *args, *FAST, "--standardize", "--out", str(out)]
     assert main(args) == 0
     (summary,) = json.loads((out / "summary.json").read_text())["saes"]
     metrics = summary["eval"]

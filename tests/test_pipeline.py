@@ -5,46 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from cli_args import FAST, eval_args, text_args
 
 from monosemantic.cli import main
 from monosemantic.sae.io import load_sae
-
-FAST = [
-    "--steps",
-    "30",
-    "--batch-size",
-    "64",
-    "--lr",
-    "3e-3",
-    "--no-progress",
-    "--expansion",
-    "2",
-    "--k",
-    "4",
-]
-
-
-def text_args(folder, text):
-    return [
-        "--model",
-        str(folder),
-        "--data",
-        str(text),
-        "--hook",
-        "model.layers.0.mlp:output",
-        "--context-size",
-        "16",
-        "--max-tokens",
-        "4096",
-        "--spliced-windows",
-        "4",
-    ]
-
-
-def eval_args(args):
-    """``eval`` reads the hook point from the SAE's config: no --hook."""
-    at = args.index("--hook")
-    return args[:at] + args[at + 2 :]
 
 
 def test_train_on_text_writes_a_saelens_folder_and_metrics(tiny_lm_folder, tiny_text, tmp_path):
