@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from monosemantic.config import check
 from monosemantic.data.store import Step, check_finite, rows_at
 from monosemantic.files import atomic_write, finite, remove_partial_writes
-from monosemantic.sae.base import SAE, LossContext
+from monosemantic.sae.base import SAE, LossContext, standardized
 from monosemantic.training.objective import Batch, Objective, reconstruction
 from monosemantic.training.optimizers import OPTIMIZERS, default_lr, make_optimizer
 
@@ -214,27 +214,31 @@ class Trainer:
         activations (raw units); a transcoder's decoder starts tied to its encoder through the
         least-squares linear map from the step's inputs to its targets."""
         acts = self.by_hook(first)
-        for hook, rows in acts.items():
-            if self.cfg.normalize_inputs:
+        if self.cfg.normalize_inputs:
+            for hook, rows in acts.items():
                 self.input_scale[hook] = float(1.0 / rows.double().pow(2).sum(-1).mean().sqrt())
-            x = rows.float() * self.input_scale[hook]
-            if self.cfg.init_b_dec == "geometric_median":
-                centre = geometric_median(x)
-            elif self.cfg.init_b_dec == "mean":
-                centre = x.mean(0)
-            else:
-                centre = torch.zeros(x.shape[-1])
-            for run in self.runs:
-                if run.sae.cfg.target_hook == hook:
-                    run.sae.b_dec.copy_(centre.to(run.sae.b_dec.dtype))
-                    if run.sae.unit_norm_decoder:
-                        run.sae.normalize_decoder()
+        centres: dict[tuple[str, bool], torch.Tensor] = {}  # shared by SAEs of one target
         for run in self.runs:
             cfg = run.sae.cfg
+            key = (cfg.target_hook, cfg.standardize)
+            if key not in centres:
+                y = self.scaled(acts, cfg.target_hook, torch.float32)
+                centres[key] = self.centre(standardized(y)[0] if cfg.standardize else y)
+            run.sae.b_dec.copy_(centres[key].to(run.sae.b_dec.dtype))
+            if run.sae.unit_norm_decoder:
+                run.sae.normalize_decoder()
             if cfg.transcoder:
                 x = self.scaled(acts, cfg.hook, torch.float32)
                 y = self.scaled(acts, cfg.hook_out, torch.float32) - run.sae.b_dec.float()
                 run.sae.tie_decoder_through(torch.linalg.lstsq(x, y).solution)
+
+    def centre(self, rows: torch.Tensor) -> torch.Tensor:
+        """b_dec's start [d] from rows [n, d] (in the units the SAE decodes to)."""
+        if self.cfg.init_b_dec == "geometric_median":
+            return geometric_median(rows)
+        if self.cfg.init_b_dec == "mean":
+            return rows.mean(0)
+        return torch.zeros(rows.shape[-1])
 
     # --- one step -----------------------------------------------------------------------------
 
