@@ -185,3 +185,25 @@ def test_eval_takes_the_hook_of_a_peer_dictionary_from_the_command_line(tmp_path
     args = build_parser().parse_args(["eval", str(tmp_path), "--hook", "model.layers.2.mlp:output"])
     assert args.hook == ["model.layers.2.mlp:output"]
     assert load_sae(tmp_path).cfg.hook == "", "sparsify records its hookpoint only as a folder name"
+
+
+def test_eval_a_sparsify_skip_transcoder_at_the_points_given(
+    tmp_path, sparsify, tiny_lm_folder, tiny_text, capsys
+):
+    """sparsify names the hookpoint only by folder: --hook and --hook-out say where it reads
+    and what it replaces; without --hook-out the transcoder is refused, saying so."""
+    from cli_args import text_args
+
+    from monosemantic.cli import main
+
+    torch.manual_seed(0)
+    cfg = sparsify.SparseCoderConfig(num_latents=64, k=K, transcode=True, skip_connection=True)
+    sparsify.SparseCoder(32, cfg).save_to_disk(tmp_path / "tc")  # the tiny Llama's width
+    args = text_args(tiny_lm_folder, tiny_text)
+    args[args.index("--hook") + 1] = "model.layers.0.mlp:input"
+    assert main(["eval", str(tmp_path / "tc"), *args]) == 2
+    assert "give it with --hook-out" in capsys.readouterr().err
+    args += ["--hook-out", "model.layers.0.mlp:output"]
+    assert main(["eval", str(tmp_path / "tc"), *args]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["fvu"] > 0 and "loss_recovered" in metrics
