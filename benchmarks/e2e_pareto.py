@@ -1,14 +1,16 @@
 """Braun et al. (2024)'s comparison in miniature: local vs end-to-end SAEs, L0 against CE increase.
 
-    python benchmarks/e2e_pareto.py [--out runs/e2e] [--steps 1500]
-        [--local 0.002 0.005 ...] [--e2e 0.002 0.005 ...] [--figure docs/figures/e2e]
+    python benchmarks/e2e_pareto.py [--out runs/e2e] [--steps 2000]
+        [--local 0.03 0.1 ...] [--e2e 0.03 0.1 ...] [--e2e-ds 0.03 0.1 ...]
+        [--figure docs/figures/e2e]
 
 The subject is the project's 2-layer Shakespeare transformer with ReLU MLPs (`monosemantic zoo
 train lm --mlp relu --n-layers 2`, trained here first if it is not in the zoo cache); the SAEs
 read the residual stream after block 0 (``blocks.0:output``, d = 128) and have 1024 latents
 (ReLU + L1, ``standard``). One sweep per objective over the sparsity coefficients, each SAE on the
 same token windows (about 1024 tokens a step): ``local`` minimises the reconstruction error,
-``e2e`` the KL divergence of the model's next-token distribution with the SAE spliced in.
+``e2e`` the KL divergence of the model's next-token distribution with the SAE spliced in,
+``e2e+ds`` that plus the MSE of the residual stream after block 1 (α = β = 1).
 Evaluation on 64 held-out windows: L0, CE increase (CE with the SAE spliced in minus clean CE,
 nats/token), KL and FVU. Writes OUT/pareto.json and the figure FIGURE/pareto.png, and prints the
 table docs/e2e.md shows.
@@ -29,7 +31,7 @@ from monosemantic.runtime import set_threads
 from monosemantic.training.sweep import SweepConfig, train_sweep
 from monosemantic.training.trainer import TrainConfig
 
-HOOK = "blocks.0:output"
+HOOK, LATER = "blocks.0:output", "blocks.1:output"
 COLUMNS = ("sparsity_coefficient", "l0", "ce_increase", "kl", "fvu", "dead_fraction")
 
 
@@ -37,10 +39,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/e2e"))
     parser.add_argument("--figure", type=Path, default=Path("docs/figures/e2e"))
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--expansion", type=int, default=8)
-    parser.add_argument("--local", type=float, nargs="+", default=[0.003, 0.01, 0.03, 0.1])
-    parser.add_argument("--e2e", type=float, nargs="+", default=[0.003, 0.01, 0.03, 0.1])
+    parser.add_argument("--local", type=float, nargs="+", default=[0.03, 0.06, 0.1, 0.2, 0.3, 0.5])
+    parser.add_argument("--e2e", type=float, nargs="+", default=[0.03, 0.1, 0.3, 1, 2, 4])
+    parser.add_argument("--e2e-ds", type=float, nargs="+", default=[0.03, 0.1, 0.3, 1, 2, 4])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     set_threads(args.threads)
@@ -65,10 +68,14 @@ def main() -> None:
         progress=False,
     )
     rows = []
-    for objective, coefficients in (("local", args.local), ("e2e", args.e2e)):
+    runs = {
+        "local": (args.local, training),
+        "e2e": (args.e2e, replace(training, objective="e2e")),
+        "e2e+ds": (args.e2e_ds, replace(training, objective="e2e+ds", downstream_hooks=[LATER])),
+    }
+    for objective, (coefficients, run) in runs.items():
         sweep = SweepConfig("standard", [args.expansion], {"sparsity_coefficient": coefficients})
-        run = replace(training, objective=objective)
-        folder = args.out / objective
+        folder = args.out / objective.replace("+", "_")
         for summary in train_sweep(data, sweep, run, folder, overwrite=True):
             metrics = summary["eval"]
             rows.append(
@@ -96,7 +103,7 @@ def plot(rows: list[dict]) -> bytes:
 
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
-    for objective, style in (("local", "o-"), ("e2e", "s-")):
+    for objective, style in (("local", "o-"), ("e2e", "s-"), ("e2e+ds", "^-")):
         points = sorted((r["ce_increase"], r["l0"]) for r in rows if r["objective"] == objective)
         ax.plot(*zip(*points, strict=True), style, label=objective)
     ax.set(
