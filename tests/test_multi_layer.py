@@ -86,3 +86,26 @@ def test_multi_layer_sae_trains_and_is_judged_at_every_layer(tiny_lm_folder, tin
     assert (folder / "layers.png").stat().st_size > 1000
     sae = load_sae(folder)
     assert sae.cfg.hook == PATTERN and sae.cfg.standardize
+
+
+def test_a_cache_holds_every_layer_of_one_pass(tiny_lm_folder, tiny_text, tmp_path):
+    """`cache --hook model.layers.*:output` stores each layer's rows of every window (one model
+    pass per shard), and a multi-layer SAE trains from it and is judged per layer on the text
+    the cache records."""
+    from monosemantic.data.cache import ActivationCache
+
+    args = text_args(tiny_lm_folder, tiny_text)
+    args[args.index("--hook") + 1] = PATTERN
+    single = text_args(tiny_lm_folder, tiny_text)
+    assert main(["cache", *args, "--out", str(tmp_path / "all")]) == 0
+    assert main(["cache", *single, "--out", str(tmp_path / "one")]) == 0
+    every, one = ActivationCache(tmp_path / "all"), ActivationCache(tmp_path / "one")
+    assert len(every) == 2 * len(one), "two layers' rows of the same positions"
+    out = tmp_path / "run"
+    assert (
+        main(["train", "--data", str(tmp_path / "all"), *FAST, "--standardize", "--out", str(out)])
+        == 0
+    )
+    (summary,) = json.loads((out / "summary.json").read_text())["saes"]
+    assert list(summary["eval"]["layers"]) == ["model.layers.0:output", "model.layers.1:output"]
+    assert load_sae(summary["folder"]).cfg.hook == PATTERN

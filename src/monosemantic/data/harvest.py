@@ -16,8 +16,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from monosemantic.data.cache import Manifest, write_cache
-from monosemantic.data.store import ShuffleBuffer
-from monosemantic.hooks import HookPoint, capture, run_until
+from monosemantic.data.store import ShuffleBuffer, rows_at
+from monosemantic.hooks import HookPoint, capture, expand_layers, is_layer_pattern, run_until
 from monosemantic.runtime import device_of, dtype_named
 
 
@@ -138,9 +138,11 @@ def harvest_to_cache(
     truncate: bool = True,
 ) -> Manifest:
     """Write the activations at ``hook`` for tokens [n, ctx] to ``folder`` as shards of
-    ``shard_windows`` windows each. Rerunning resumes at the first missing shard. Returns the
-    manifest."""
+    ``shard_windows`` windows each; a layer pattern (``model.layers.*:output``) stores every
+    layer's rows of the windows of a shard, one model pass for all (a multi-layer SAE's inputs).
+    Rerunning resumes at the first missing shard. Returns the manifest."""
     dtype = dtype_named(store_dtype)
+    points = expand_layers(model, hook) if is_layer_pattern(hook) else [hook]
     shards = -(-len(tokens) // shard_windows)
     bar = tqdm(total=shards, desc=f"cache {hook}", unit="shard")
 
@@ -154,11 +156,11 @@ def harvest_to_cache(
         chunks = harvest(
             model,
             tokens[window],
-            [hook],
+            points,
             exclude=None if exclude is None else exclude[window],
             truncate=truncate,
         )
-        return torch.cat([acts[hook] for acts in chunks]).to(dtype)
+        return torch.cat([rows_at(acts, hook) for acts in chunks]).to(dtype)
 
     info = {
         **meta,
