@@ -16,7 +16,7 @@ import argparse
 import logging
 import sys
 
-from monosemantic.commands import bilinear, cache, demo, evaluate, info, mdl, train, zoo
+from monosemantic.commands import bilinear, cache, causal, demo, evaluate, info, mdl, train, zoo
 
 KNOWN_ERRORS = (ValueError, OSError, ModuleNotFoundError, FloatingPointError)
 """The errors this package raises with a message written for the user (ConfigError and the
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show the traceback of an error, not one line"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for command in (train, cache, evaluate, mdl, info, demo, bilinear, zoo):
+    for command in (train, cache, evaluate, causal, mdl, info, demo, bilinear, zoo):
         command.register(commands)
     return parser
 

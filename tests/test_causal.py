@@ -1,0 +1,119 @@
+"""Ablation and steering with a latent, against their definitions on a tiny transformer."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import pytest
+import torch
+
+from monosemantic.hooks import capture
+from monosemantic.interpret.causal import ablated_logits, steer, steered_logits
+from monosemantic.models.zoo.transformer import LMConfig, build_lm
+from monosemantic.sae.registry import config, create
+
+D, VOCAB, CTX = 16, 300, 12
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    cfg = LMConfig(mlp="relu", n_layers=1, d_model=D, n_heads=2, vocab_size=VOCAB, context_size=CTX)
+    lm = build_lm(cfg).eval()
+    with torch.no_grad():
+        for p in lm.parameters():
+            p.mul_(20.0)
+    return lm.requires_grad_(False)
+
+
+def tokens(n: int = 4) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (n, CTX), generator=torch.Generator().manual_seed(1))
+
+
+def sae(architecture: str = "topk", **fields):
+    torch.manual_seed(2)
+    own = {"k": 4} if architecture == "topk" else {}
+    return create(config(architecture, d_in=D, d_sae=32, hook="blocks.0:output", **own, **fields))
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_ablating_a_latent_equals_zeroing_its_decoder_row(model, standardize) -> None:
+    s = sae(standardize=standardize).eval()
+    ids = tokens()
+    with torch.no_grad():
+        fired = s.encode(torch.randn(64, D) * 3).ne(0).sum(0)
+    latent = int(fired.argmax())
+    zeroed = copy.deepcopy(s)
+    with torch.no_grad():
+        zeroed.W_dec[latent] = 0
+    ablated = ablated_logits(model, ids, s, [latent])
+    torch.testing.assert_close(ablated, ablated_logits(model, ids, zeroed), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(ablated, ablated_logits(model, ids, s), atol=1e-3)
+
+
+def test_ablating_a_transcoders_latent(model) -> None:
+    s = sae("standard", hook_out="blocks.0.mlp:output")
+    s.cfg.hook = "blocks.0.mlp:input"
+    zeroed = copy.deepcopy(s)
+    with torch.no_grad():
+        zeroed.W_dec[3] = 0
+    ids = tokens()
+    torch.testing.assert_close(
+        ablated_logits(model, ids, s, [3]), ablated_logits(model, ids, zeroed)
+    )
+
+
+def test_steering_raises_the_target_token_monotonically(model) -> None:
+    """The latent's logit effect through the final norm and unembedding picks a token; adding
+    more of the latent's direction makes that token more likely at every α step."""
+    s = sae()
+    latent = 5
+    direction = s.W_dec[latent].detach() / s.W_dec[latent].detach().norm()
+    target = int((model.unembed.weight @ (model.norm.weight * direction)).argmax())
+    ids = tokens()
+    with torch.no_grad(), capture(model, ["blocks.0:output"]) as acts:
+        model(ids)
+    norm = acts["blocks.0:output"].norm(dim=-1).mean().item()  # α in units of the stream's norm
+    probabilities = [
+        steered_logits(model, ids, s, latent, alpha * norm).softmax(-1)[..., target].mean().item()
+        for alpha in (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)
+    ]
+    assert all(a < b for a, b in itertools.pairwise(probabilities)), probabilities
+    assert probabilities[-1] > 0.5
+    generated = steer(model, ids[0, :4], s, latent, 30 * norm, max_new_tokens=5)
+    assert generated[:4].tolist() == ids[0, :4].tolist()
+    assert generated[4:].tolist() == [target] * 5
+
+
+def test_a_latent_that_does_not_exist_is_refused(model) -> None:
+    with pytest.raises(ValueError, match=r"latent 32 does not exist: this SAE has latents 0\.\.31"):
+        ablated_logits(model, tokens(), sae(), [32])
+
+
+def test_steer_and_ablate_from_the_command_line(tiny_lm_folder, tiny_text, tmp_path, capsys):
+    """Both commands run on a trained SAE folder and report what the docs say."""
+    import json
+
+    from cli_args import FAST, text_args
+
+    from monosemantic.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", *text_args(tiny_lm_folder, tiny_text), *FAST, "--out", str(out)]) == 0
+    folder = next((out / "saes").iterdir())
+    capsys.readouterr()
+    steering = ["steer", str(folder), "--latent", "3", "--alpha", "0", "50"]
+    assert main([*steering, "--prompt", "the", "--max-new-tokens", "4"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["alpha"] for line in lines] == [0.0, 50.0]
+    assert all(isinstance(line["continuation"], str) for line in lines)
+    text = text_args(tiny_lm_folder, tiny_text)
+    at = text.index("--hook")
+    text = text[:at] + text[at + 2 :]
+    assert main(["ablate", str(folder), "--latent", "3", "5", "--top", "3", *text]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["latents"] == [3, 5] and len(report["most_decreased"]) == 3
+    assert report["ce_ablated"] > 0 and report["ce_spliced"] > 0
+    assert main(["ablate", str(folder), "--latent", "999", *text]) == 2
+    assert "latent 999 does not exist" in capsys.readouterr().err
