@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from monosemantic.evaluation.spliced import logits_of
-from monosemantic.hooks import hooked
+from monosemantic.hooks import hooked, is_layer_pattern
 from monosemantic.sae.base import SAE, UNKNOWN_HOOK
 
 
@@ -90,6 +90,11 @@ def check_latents(sae: SAE, latents: torch.Tensor) -> None:
         raise ValueError(
             "this SAE's files do not record the hook point it reads (sparsify's and "
             "dictionary_learning's do not): set sae.cfg.hook (and a transcoder's hook_out) first"
+        )
+    if is_layer_pattern(sae.cfg.hook):
+        raise ValueError(
+            f"this multi-layer SAE reads every layer ({sae.cfg.hook}): set sae.cfg.hook to the "
+            "one layer to splice or steer at, e.g. model.layers.6:output"
         )
     bad = latents[(latents < 0) | (latents >= sae.d_sae)]
     if bad.numel():
