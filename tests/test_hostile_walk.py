@@ -60,6 +60,11 @@ def lines(h: dict[str, Path]) -> list[list[str]]:
         ["zoo", "train", "mnist", "--epochs", "-1", "--out", out],
         ["zoo", "train", "lm", "--steps", "-1", "--out", out],
         ["demo", "--out", str(h["garbage"])],
+        ["steer", str(h["folder"]), "--latent", "0", "--prompt", "x"],
+        ["steer", str(h["missing"]), "--latent", "-1", "--prompt", "x"],
+        ["ablate", str(h["folder"]), "--latent", "0"],
+        ["train", "--data", str(h["nan"]), "--out", out, "--objective", "e2e"],
+        ["train", "--data", str(h["nan"]), "--out", out, "--hook-out", "a:output", "b:output"],
     ]
 
 
@@ -75,7 +80,7 @@ def test_the_walk_covers_every_command() -> None:
     assert commands == walked
 
 
-@pytest.mark.parametrize("index", range(25))
+@pytest.mark.parametrize("index", range(30))
 def test_every_command_fails_in_one_line(hostile, index, capsys) -> None:
     argv = lines(hostile)[index]
     try:
