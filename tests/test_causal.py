@@ -105,7 +105,8 @@ def test_steer_and_ablate_from_the_command_line(tiny_lm_folder, tiny_text, tmp_p
     capsys.readouterr()
     steering = ["steer", str(folder), "--latent", "3", "--alpha", "0", "50"]
     assert main([*steering, "--prompt", "the", "--max-new-tokens", "4"]) == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    effects, *lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert effects["latent"] == 3 and len(effects["logit_effects"]["raises"]) == 8
     assert [line["alpha"] for line in lines] == [0.0, 50.0]
     assert all(isinstance(line["continuation"], str) for line in lines)
     text = text_args(tiny_lm_folder, tiny_text)
@@ -117,3 +118,28 @@ def test_steer_and_ablate_from_the_command_line(tiny_lm_folder, tiny_text, tmp_p
     assert report["ce_ablated"] > 0 and report["ce_spliced"] > 0
     assert main(["ablate", str(folder), "--latent", "999", *text]) == 2
     assert "latent 999 does not exist" in capsys.readouterr().err
+
+
+def test_logit_effects_follow_the_final_norm_and_unembedding(model) -> None:
+    """Brute force on both model kinds: W_U (g ⊙ d) with the final RMSNorm's gain (every norm's
+    gain made distinct, so the final one must be the one found)."""
+    from conftest import make_tiny_llama
+
+    from monosemantic.interpret.logit_effects import logit_effects, output_path
+
+    tiny_llama = make_tiny_llama().eval()
+    with torch.no_grad():
+        for name, p in tiny_llama.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 2.0)
+
+    s = sae()
+    top, bottom = logit_effects(model, s, top=3)
+    effects = (s.W_dec.detach() * model.norm.weight) @ model.unembed.weight.T
+    assert torch.equal(top, effects.topk(3).indices)
+    assert torch.equal(bottom, effects.topk(3, largest=False).indices)
+    path = output_path(tiny_llama)
+    assert torch.equal(path.gain, tiny_llama.model.norm.weight)
+    assert torch.equal(path.unembed, tiny_llama.lm_head.weight) and not path.centres
+    with pytest.raises(ValueError, match="logit effects need an SAE on the residual stream"):
+        logit_effects(model, create(config("topk", d_in=8, d_sae=16, k=2)))
