@@ -7,10 +7,10 @@ import itertools
 
 import pytest
 import torch
+from tiny_lm import sharp_lm
 
 from monosemantic.hooks import capture
 from monosemantic.interpret.causal import ablated_logits, steer, steered_logits
-from monosemantic.models.zoo.transformer import LMConfig, build_lm
 from monosemantic.sae.registry import config, create
 
 D, VOCAB, CTX = 16, 300, 12
@@ -18,13 +18,7 @@ D, VOCAB, CTX = 16, 300, 12
 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    cfg = LMConfig(mlp="relu", n_layers=1, d_model=D, n_heads=2, vocab_size=VOCAB, context_size=CTX)
-    lm = build_lm(cfg).eval()
-    with torch.no_grad():
-        for p in lm.parameters():
-            p.mul_(20.0)
-    return lm.requires_grad_(False)
+    return sharp_lm(d_model=D, vocab_size=VOCAB, context_size=CTX)
 
 
 def tokens(n: int = 4) -> torch.Tensor:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_lm import sharp_lm
 
 from monosemantic.config import ConfigError
 from monosemantic.hooks import capture, patch
-from monosemantic.models.zoo.transformer import LMConfig, build_lm
 from monosemantic.sae.base import LossContext
 from monosemantic.sae.registry import config, create
 from monosemantic.training.end_to_end import CLEAN, KEEP, LOGITS, TOKENS, EndToEnd, WindowSteps
@@ -25,13 +25,7 @@ D, VOCAB, CTX = 16, 300, 12
 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    cfg = LMConfig(mlp="relu", n_layers=2, d_model=D, n_heads=2, vocab_size=VOCAB, context_size=CTX)
-    lm = build_lm(cfg).eval()
-    with torch.no_grad():  # GPT-2's small init predicts nearly uniformly; sharpen it
-        for p in lm.parameters():
-            p.mul_(20.0)
-    return lm.requires_grad_(False)
+    return sharp_lm(2, d_model=D, vocab_size=VOCAB, context_size=CTX)
 
 
 def windows(n: int = 6, seed: int = 3) -> torch.Tensor:

@@ -9,11 +9,11 @@ import copy
 
 import pytest
 import torch
+from tiny_lm import sharp_lm
 
 from monosemantic.config import ConfigError
 from monosemantic.data.sources import DataConfig
 from monosemantic.evaluation.spliced import spliced_metrics
-from monosemantic.models.zoo.transformer import LMConfig, build_lm
 from monosemantic.sae.registry import config, create
 from monosemantic.training.sweep import SweepConfig, sae_name
 from monosemantic.training.trainer import TrainConfig, Trainer, train
@@ -163,13 +163,7 @@ def test_trainer_folds_both_scales_and_reports_them() -> None:
 
 
 def relu_lm() -> torch.nn.Module:
-    torch.manual_seed(0)
-    cfg = LMConfig(mlp="relu", d_model=16, n_heads=2, vocab_size=300, context_size=12, d_mlp=32)
-    model = build_lm(cfg).eval()
-    with torch.no_grad():  # GPT-2's small init gives near-uniform predictions; sharpen them
-        for p in model.parameters():
-            p.mul_(25.0)
-    return model
+    return sharp_lm(d_mlp=32, gain=25.0)
 
 
 def mlp_as_transcoder(model: torch.nn.Module, skip: bool = False):
