@@ -86,7 +86,7 @@ def evaluate_saes(
             else:
                 metrics.update(extra)
         for metrics, _ in results:
-            if "layers" in metrics and text is not None:
+            if "layers" in metrics:
                 layers = metrics["layers"].values()
                 for name in ("kl", "loss_recovered", "ce_clean"):
                     metrics[name] = sum(layer[name] for layer in layers) / len(layers)

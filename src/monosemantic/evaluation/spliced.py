@@ -72,7 +72,7 @@ def _check_stream(act: torch.Tensor, keep: torch.Tensor, where: HookPoint) -> to
     return act
 
 
-def _spliced(
+def spliced_into(
     model: nn.Module, splice: Splice, keep: torch.Tensor
 ) -> contextlib.AbstractContextManager[None]:
     """Hooks that replace the rows of the activation [batch, ctx, d] at ``splice.writes`` where
@@ -160,7 +160,7 @@ def _batch_sums(
     p_clean = clean.exp()
 
     def run(splice: Splice) -> torch.Tensor:
-        with _spliced(model, splice, keep):
+        with spliced_into(model, splice, keep):
             return _scored_log_probs(model, ids, scored)
 
     def nll(log_probs: torch.Tensor) -> float:

@@ -12,13 +12,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
-from monosemantic.evaluation.spliced import logits_of
-from monosemantic.hooks import hooked, is_layer_pattern
+from monosemantic.evaluation.spliced import Splice, logits_of, spliced_into
+from monosemantic.hooks import HookPoint, hooked, is_layer_pattern
 from monosemantic.sae.base import SAE, UNKNOWN_HOOK
 
 
@@ -30,21 +29,16 @@ def ablated_logits(
     (every position) and ``latents`` removed from its reconstruction."""
     chosen = torch.as_tensor(list(latents), dtype=torch.long)
     check_latents(sae, chosen)
+    param = sae.W_dec
+
+    def reconstruct(x: torch.Tensor) -> torch.Tensor:
+        out = sae.forward_full(x.to(device=param.device, dtype=param.dtype))
+        removed = out.codes.dense()[:, chosen] @ sae.W_dec[chosen] * out.scale
+        return (out.x_hat - removed).to(x.device, x.dtype)
+
     cfg = sae.cfg
-    read: dict[str, torch.Tensor] = {}
-
-    def reconstruct(act: torch.Tensor) -> torch.Tensor:
-        x = read.pop("x", act)
-        rows = x.reshape(-1, x.shape[-1]).to(sae.W_dec.dtype)
-        out = sae.forward_full(rows)
-        codes = out.codes.dense()[:, chosen]  # [n, len(latents)]
-        removed = codes @ sae.W_dec[chosen] * out.scale
-        return (out.x_hat - removed).reshape(act.shape).to(act.dtype)
-
-    fns: dict[Any, Any] = {cfg.target_hook: reconstruct}
-    if cfg.transcoder:
-        fns = {cfg.hook: lambda act: read.__setitem__("x", act), **fns}
-    with hooked(model, fns):
+    splice = Splice(HookPoint.parse(cfg.hook), HookPoint.parse(cfg.target_hook), reconstruct)
+    with spliced_into(model, splice, torch.ones(tokens.shape, dtype=torch.bool)):
         return logits_of(model(tokens)).float()
 
 
