@@ -128,12 +128,25 @@ def test_logit_effects_follow_the_final_norm_and_unembedding(model) -> None:
                 p.uniform_(0.5, 2.0)
 
     s = sae()
-    top, bottom = logit_effects(model, s, top=3)
+    found = logit_effects(model, s, top=3, bins=7, chunk=5)  # chunks of 5 latents
     effects = (s.W_dec.detach() * model.norm.weight) @ model.unembed.weight.T
-    assert torch.equal(top, effects.topk(3).indices)
-    assert torch.equal(bottom, effects.topk(3, largest=False).indices)
+    torch.testing.assert_close(found.raise_values, effects.topk(3).values)
+    torch.testing.assert_close(found.lower_values, effects.topk(3, largest=False).values)
+    assert torch.equal(found.raise_ids, effects.topk(3).indices)
+    assert torch.equal(found.lower_ids, effects.topk(3, largest=False).indices)
+    for latent in range(s.d_sae):
+        low, high = effects[latent].min().item(), effects[latent].max().item()
+        expected = torch.histc(effects[latent], bins=7, min=low, max=high).long()
+        assert found.hist_counts[latent].tolist() == expected.tolist()
+        assert found.hist_edges[latent, [0, -1]].tolist() == pytest.approx([low, high])
     path = output_path(tiny_llama)
     assert torch.equal(path.gain, tiny_llama.model.norm.weight)
     assert torch.equal(path.unembed, tiny_llama.lm_head.weight) and not path.centres
+    neurons = create(config("topk", d_in=model.cfg.hidden, d_sae=16, k=2,
+                            hook="blocks.0.mlp.down:input"))  # fmt: skip
+    through = (neurons.W_dec.detach() @ model.blocks[0].mlp.down.weight.T) * model.norm.weight
+    found = logit_effects(model, neurons, top=3)
+    expected = (through @ model.unembed.weight.T).topk(3).values
+    torch.testing.assert_close(found.raise_values, expected)
     with pytest.raises(ValueError, match="logit effects need an SAE on the residual stream"):
         logit_effects(model, create(config("topk", d_in=8, d_sae=16, k=2)))

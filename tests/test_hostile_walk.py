@@ -63,6 +63,10 @@ def lines(h: dict[str, Path]) -> list[list[str]]:
         ["steer", str(h["folder"]), "--latent", "0", "--prompt", "x"],
         ["steer", str(h["missing"]), "--latent", "-1", "--prompt", "x"],
         ["ablate", str(h["folder"]), "--latent", "0"],
+        ["browse", str(h["folder"]), "--out", out],
+        ["browse", str(h["missing"]), "--top", "0"],
+        ["serve", str(h["missing"])],
+        ["serve", str(h["folder"]), "--port", "-5"],
         ["train", "--data", str(h["nan"]), "--out", out, "--objective", "e2e"],
         ["train", "--data", str(h["nan"]), "--out", out, "--hook-out", "a:output", "b:output"],
     ]

@@ -3,6 +3,8 @@
 monosemantic train   train a sweep of SAEs on a model's activations (or a cache, or a matrix)
 monosemantic cache   write a model's activations to disk in shards, resumable
 monosemantic eval    evaluate a saved SAE (reconstruction, and spliced into the model)
+monosemantic steer / ablate   what a latent does: generate with it added, or the loss without it
+monosemantic browse  write a feature browser (a static site) for an SAE; serve shows it
 monosemantic mdl     choose among trained SAEs by minimum description length
 monosemantic info    list a model's hook points, or describe an SAE or cache folder
 monosemantic demo    the end-to-end demo: SmolLM2-135M + Shakespeare → report.html
@@ -16,7 +18,18 @@ import argparse
 import logging
 import sys
 
-from monosemantic.commands import bilinear, cache, causal, demo, evaluate, info, mdl, train, zoo
+from monosemantic.commands import (
+    bilinear,
+    browse,
+    cache,
+    causal,
+    demo,
+    evaluate,
+    info,
+    mdl,
+    train,
+    zoo,
+)
 
 KNOWN_ERRORS = (ValueError, OSError, ModuleNotFoundError, FloatingPointError)
 """The errors this package raises with a message written for the user (ConfigError and the
@@ -34,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show the traceback of an error, not one line"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for command in (train, cache, evaluate, causal, mdl, info, demo, bilinear, zoo):
+    for command in (train, cache, evaluate, causal, browse, mdl, info, demo, bilinear, zoo):
         command.register(commands)
     return parser
 

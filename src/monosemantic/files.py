@@ -48,10 +48,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
-def write_json(path: str | Path, data: Any) -> Path:
-    """Indented JSON, atomically; values JSON cannot hold (paths, tensors' repr) become strings,
-    and NaN or ±Inf become null, so every file is valid JSON."""
-    text = json.dumps(finite(data), indent=2, default=str, allow_nan=False)
+def write_json(path: str | Path, data: Any, *, indent: int | None = 2) -> Path:
+    """JSON (indented, unless ``indent`` is None), atomically; values JSON cannot hold (paths,
+    tensors' repr) become strings, and NaN or ±Inf become null, so every file is valid JSON."""
+    text = json.dumps(finite(data), indent=indent, default=str, allow_nan=False)
     return atomic_write_bytes(path, text.encode())
 
 

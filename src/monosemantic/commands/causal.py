@@ -12,7 +12,7 @@ import torch
 from monosemantic.config import add_arguments, from_arguments
 from monosemantic.data.sources import DataConfig, resolve
 from monosemantic.interpret.causal import ablated_logits, steer
-from monosemantic.interpret.logit_effects import logit_effects, output_path
+from monosemantic.interpret.logit_effects import logit_effects, writes_residual
 from monosemantic.models.hf import load_model
 from monosemantic.models.subject import load_subject
 from monosemantic.sae.io import load_sae
@@ -54,10 +54,13 @@ def run_steer(args: argparse.Namespace) -> int:
     sae = load_sae(Path(args.sae))
     model, tokenizer = load_model(args.model or sae.cfg.model or DataConfig.model)
     prompt = torch.tensor(tokenizer.encode(args.prompt), dtype=torch.long)
-    if sae.d_out == output_path(model).unembed.shape[1]:  # it writes to the residual stream
-        raises, lowers = logit_effects(model, sae, torch.tensor([args.latent]), top=8)
+    if writes_residual(model, sae):
+        found = logit_effects(model, sae, torch.tensor([args.latent]), top=8)
         names = tokenizer.convert_ids_to_tokens
-        effects = {"raises": names(raises[0].tolist()), "lowers": names(lowers[0].tolist())}
+        effects = {
+            "raises": names(found.raise_ids[0].tolist()),
+            "lowers": names(found.lower_ids[0].tolist()),
+        }
         print(json.dumps({"latent": args.latent, "logit_effects": effects}))
     for alpha in args.alpha:
         ids = steer(model, prompt, sae, args.latent, alpha, max_new_tokens=args.max_new_tokens)

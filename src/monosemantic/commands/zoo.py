@@ -52,7 +52,8 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
     folder, log = start_run(args, transformer.zoo_folder(cfg))
     corpus = transformer.shakespeare_corpus(cfg)
     model, metrics = transformer.train_lm(cfg, corpus, log=log, eval_every=args.eval_every)
-    transformer.save_lm(model, corpus.tokenizer, folder, metrics)
+    dtype = torch.float16 if args.half else torch.float32
+    transformer.save_lm(model, corpus.tokenizer, folder, metrics, dtype=dtype)
     print_saved(metrics, folder)
     return 0
 
@@ -79,6 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         shared, "output folder (default: the config's zoo folder, ~/.cache/monosemantic/zoo/NAME)"
     )
     add_threads(shared)
+    shared.add_argument("--half", action="store_true", help="store the weights as float16")
 
     classifier = models.add_parser(
         "mnist",
@@ -87,7 +89,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train embed → bilinear → head and save model.safetensors, config.json "
         "(config and final metrics) and metrics.jsonl (one line per epoch).",
     )
-    classifier.add_argument("--half", action="store_true", help="store the weights as float16")
     add_arguments(classifier, mnist.ClassifierConfig, skip=("d_input", "n_classes"))
     classifier.set_defaults(func=cmd_train_mnist)
 

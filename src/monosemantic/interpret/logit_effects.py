@@ -11,6 +11,10 @@ set, so the effect of a direction is taken as the norm's elementwise affine part
 found on the model itself: the unembedding is ``get_output_embeddings()`` (Hugging Face) or a
 module named ``unembed``/``lm_head``, and the final norm the module whose output it reads in a
 forward pass.
+
+An SAE on an MLP's hidden neurons, read as the input of its down projection (``...mlp.down:input``,
+``...mlp.down_proj:input``), writes to the residual stream through that projection: its
+direction there is W_down d.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from monosemantic.hooks import HookPoint
 from monosemantic.sae.base import SAE
 
 
@@ -88,20 +93,78 @@ def output_path(model: nn.Module) -> OutputPath:
     )
 
 
+def residual_directions(model: nn.Module, sae: SAE, width: int) -> torch.Tensor:
+    """[d_sae, width]: each latent's decoder direction in the residual stream (of ``width``),
+    through the down projection it feeds when it reads one (see the module docstring)."""
+    rows = sae.W_dec.detach().float()
+    if rows.shape[-1] == width:
+        return rows
+    point = HookPoint.parse(sae.cfg.target_hook or "unknown")
+    module = dict(model.named_modules()).get(point.module)
+    if (
+        point.side == "input"
+        and isinstance(module, nn.Linear)
+        and module.weight.shape == (width, rows.shape[-1])
+    ):
+        return rows @ module.weight.detach().float().T
+    raise ValueError(
+        f"the SAE writes {rows.shape[-1]}-wide vectors at {point} but the unembedding reads "
+        f"{width}: logit effects need an SAE on the residual stream, an MLP's output, or an "
+        "MLP's neurons read as its down projection's input (e.g. blocks.0.mlp.down:input)"
+    )
+
+
+def writes_residual(model: nn.Module, sae: SAE) -> bool:
+    """Whether ``residual_directions`` can place ``sae``'s latents in ``model``'s residual."""
+    try:
+        residual_directions(model, sae, output_path(model).unembed.shape[1])
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class LogitEffects:
+    """Per latent: the ``top`` tokens its direction raises most (``raise_ids``, ``raise_values``
+    [n, top], largest first) and lowers most (``lower_ids``, ``lower_values``, most negative
+    first), and a histogram of its effect on every token (``hist_counts`` [n, bins] over
+    ``hist_edges`` [n, bins + 1], equal-width from its smallest to its largest effect)."""
+
+    raise_ids: torch.Tensor
+    raise_values: torch.Tensor
+    lower_ids: torch.Tensor
+    lower_values: torch.Tensor
+    hist_counts: torch.Tensor
+    hist_edges: torch.Tensor
+
+
 @torch.no_grad()
 def logit_effects(
-    model: nn.Module, sae: SAE, latents: torch.Tensor | None = None, *, top: int = 10
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each latent (default: all), the ``top`` tokens its decoder direction raises most and
-    the ``top`` it lowers most: (top_tokens, bottom_tokens), each [n_latents, top] token ids.
-    The SAE must write to the residual stream (its output width = the model's)."""
+    model: nn.Module,
+    sae: SAE,
+    latents: torch.Tensor | None = None,
+    *,
+    top: int = 10,
+    bins: int = 50,
+    chunk: int = 256,
+) -> LogitEffects:
+    """The direct logit effects of each latent (default: all) of an SAE that writes to the
+    residual stream, ``chunk`` latents at a time (memory ∝ chunk × vocab, not latents × vocab)."""
     path = output_path(model)
-    rows = sae.W_dec.detach() if latents is None else sae.W_dec.detach()[latents]
-    if rows.shape[-1] != path.unembed.shape[1]:
-        raise ValueError(
-            f"the SAE writes {rows.shape[-1]}-wide vectors but the unembedding reads "
-            f"{path.unembed.shape[1]}: logit effects need an SAE on the residual stream "
-            "(or an MLP's output)"
+    rows = residual_directions(model, sae, path.unembed.shape[1])
+    rows = rows if latents is None else rows[latents]
+    parts = []
+    for start in range(0, len(rows), chunk):
+        effects = path.logits(rows[start : start + chunk])  # [chunk, vocab]
+        raised, lowered = effects.topk(top, dim=-1), effects.topk(top, dim=-1, largest=False)
+        low, high = effects.min(-1).values, effects.max(-1).values
+        steps = torch.linspace(0, 1, bins + 1)
+        edges = low[:, None] + (high - low)[:, None] * steps  # [chunk, bins + 1]
+        scaled = (effects - low[:, None]) / (high - low).clamp_min(1e-12)[:, None] * bins
+        which = scaled.long().clamp(0, bins - 1)
+        counts = torch.zeros(len(effects), bins, dtype=torch.int64).scatter_add_(
+            1, which, torch.ones_like(which)
         )
-    effects = path.logits(rows)
-    return effects.topk(top, dim=-1).indices, effects.topk(top, dim=-1, largest=False).indices
+        found = (raised.indices, raised.values, lowered.indices, lowered.values, counts, edges)
+        parts.append(found)
+    return LogitEffects(*(torch.cat(column) for column in zip(*parts, strict=True)))

@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from monosemantic.models.zoo.tokenizer import load_tokenizer
-from monosemantic.models.zoo.transformer import is_zoo_folder, load_lm
+from monosemantic.models.zoo.transformer import find_lm, is_zoo_folder, load_lm
 from monosemantic.runtime import dtype_named
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ def _smollm2() -> ModelSource:
 
 
 ALIASES = {"smollm2-135m": _smollm2}
+ZOO_PREFIX = "zoo:"
+"""``zoo:NAME``: the project's own model NAME, from the user's zoo or shipped in the package."""
 
 
 def resolve(name: str) -> ModelSource:
@@ -68,12 +70,14 @@ def resolve(name: str) -> ModelSource:
 def load_model(
     name: str, *, dtype: str = "float32", device: str = "cpu", allow_pickled_weights: bool = False
 ) -> tuple[nn.Module, Any]:
-    """(model in eval mode, tokenizer) for a causal LM: a Hugging Face model or a zoo folder
-    (``monosemantic zoo train lm``). Never runs remote code; pickled weights
+    """(model in eval mode, tokenizer) for a causal LM: a Hugging Face model, a zoo folder
+    (``monosemantic zoo train lm``) or ``zoo:NAME``. Never runs remote code; pickled weights
     (``pytorch_model.bin``) only with ``allow_pickled_weights``, and then with weights_only."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = dtype_named(dtype)
+    if name.startswith(ZOO_PREFIX):
+        name = str(find_lm(name.removeprefix(ZOO_PREFIX)))
     if is_zoo_folder(name):  # one of the project's own Shakespeare transformers
         zoo_model, _ = load_lm(name)
         return _ready(zoo_model.to(device=device, dtype=torch_dtype)), load_tokenizer(Path(name))

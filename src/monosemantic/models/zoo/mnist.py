@@ -33,9 +33,9 @@ from monosemantic.config import check, dataclass_from_dict
 from monosemantic.data.images import IMAGE_DATASETS, ImageSplits
 from monosemantic.files import atomic_write, read_safetensors, write_json
 from monosemantic.models.layers import Bilinear
+from monosemantic.models.zoo import SHIPPED
 from monosemantic.runtime import cache_dir
 
-SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "zoo"
 """Small trained classifiers that ship with the package (fp16), reproducible with ``train``."""
 
 

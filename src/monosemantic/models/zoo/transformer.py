@@ -40,7 +40,13 @@ from tqdm.auto import tqdm
 from monosemantic.config import ConfigError, check
 from monosemantic.files import atomic_write, read_safetensors, write_json
 from monosemantic.models.layers import BilinearMLP
-from monosemantic.models.zoo.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+from monosemantic.models.zoo import SHIPPED
+from monosemantic.models.zoo.tokenizer import (
+    TOKENIZER_FILE,
+    load_tokenizer,
+    save_tokenizer,
+    train_tokenizer,
+)
 
 MLP_TYPES = ("relu", "gelu", "bilinear")
 WEIGHTS_FILE = "model.safetensors"
@@ -358,21 +364,28 @@ def train_lm(
 
 
 def save_lm(
-    model: TinyLM, tokenizer: Any, folder: Path, metrics: dict[str, Any] | None = None
+    model: TinyLM,
+    tokenizer: Any,
+    folder: Path,
+    metrics: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Write ``model.safetensors``, ``tokenizer.json``, then ``config.json`` into ``folder``."""
+    """Write ``model.safetensors`` (weights in ``dtype``), ``tokenizer.json``, then
+    ``config.json`` into ``folder``."""
     folder = Path(folder)
-    state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
     atomic_write(folder / WEIGHTS_FILE, lambda p: save_file(state, str(p)))
     save_tokenizer(tokenizer, folder)
-    write_json(folder / CONFIG_FILE, {"config": asdict(model.cfg), "metrics": metrics or {}})
+    record = {"config": asdict(model.cfg), "metrics": metrics or {}, "dtype": str(dtype)}
+    write_json(folder / CONFIG_FILE, record)
     return folder
 
 
 def is_zoo_folder(folder: str | Path) -> bool:
     """Whether ``folder`` holds a model ``save_lm`` wrote (not a Hugging Face model folder)."""
     folder = Path(folder)
-    if not (folder / WEIGHTS_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
+    needed = (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE)  # a classifier's folder has none
+    if not all((folder / name).is_file() for name in needed):
         return False
     try:
         record = json.loads((folder / CONFIG_FILE).read_text())
@@ -394,7 +407,8 @@ def load_lm(folder: str | Path) -> tuple[TinyLM, dict[str, Any]]:
         )
     record = json.loads((folder / CONFIG_FILE).read_text())
     model = TinyLM(LMConfig.from_dict(record["config"]))
-    model.load_state_dict(read_safetensors(folder / WEIGHTS_FILE))
+    state = {k: v.float() for k, v in read_safetensors(folder / WEIGHTS_FILE).items()}
+    model.load_state_dict(state)
     return model.eval(), record
 
 
@@ -405,12 +419,31 @@ def zoo_folder(cfg: LMConfig, root: Path | None = None) -> Path:
     return (root or cache_dir("zoo")) / cfg.name
 
 
+def find_lm(name: str, root: Path | None = None) -> Path:
+    """The folder of the zoo model called ``name``: the user's zoo (``root``, default the user
+    cache), else the one shipped in the package."""
+    from monosemantic.runtime import cache_dir
+
+    mine = (root or cache_dir("zoo")) / name
+    for folder in (mine, SHIPPED / name):
+        if is_zoo_folder(folder):
+            return folder
+    shipped = sorted(p.name for p in SHIPPED.iterdir() if is_zoo_folder(p))
+    raise FileNotFoundError(
+        f"no zoo language model {name!r} in {mine.parent} or shipped (shipped: {shipped}); "
+        "train it with `monosemantic zoo train lm` (the name spells its settings)"
+    )
+
+
 def get_lm(
     cfg: LMConfig, root: Path | None = None, corpus_fn: Callable[[LMConfig], Corpus] | None = None
 ) -> tuple[TinyLM, Any, dict[str, Any]]:
-    """(model, tokenizer, record) of ``cfg`` from the zoo, else trained and saved there."""
-    folder = zoo_folder(cfg, root)
-    if not (folder / WEIGHTS_FILE).is_file():
+    """(model, tokenizer, record) of ``cfg`` from the zoo or the shipped models, else trained
+    and saved in the zoo."""
+    try:
+        folder = find_lm(cfg.name, root)
+    except FileNotFoundError:
+        folder = zoo_folder(cfg, root)
         corpus = (corpus_fn or shakespeare_corpus)(cfg)
         model, metrics = train_lm(cfg, corpus)
         save_lm(model, corpus.tokenizer, folder, metrics)

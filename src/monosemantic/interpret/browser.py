@@ -1,0 +1,140 @@
+"""The feature browser: a static site, opened from file:// with no network, from a ``Dashboard``.
+
+    DIR/index.html, browser.js, browser.css     the page (copied from ``assets/browser``)
+    DIR/data/meta.js        what was browsed (model, hook, tokens, sizes)
+    DIR/data/latents.js     one row per latent for the list: density, max, mean, label
+    DIR/data/vocab.js       the text of every token id the data shows
+    DIR/data/chunk-NNNN.js  contexts, samples, histograms and logit effects of ``chunk`` latents,
+                            loaded only when one of them is opened
+
+Data files are JavaScript assignments of JSON (``json.dumps``, ASCII only), since a page from
+file:// may not fetch files; the page builds every element with ``textContent``, so a string from
+the data (a token, a model name) is shown as text and never parsed as HTML or run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from monosemantic.files import atomic_write
+from monosemantic.interpret.dashboard import Dashboard
+from monosemantic.interpret.examples import Examples
+
+SITE_FILES = ("index.html", "browser.js", "browser.css")
+LABEL_TOKENS = 3
+
+
+def rounded(values: torch.Tensor | Iterable[float]) -> list[float]:
+    """Floats to 3 significant digits: small data files, no precision a reader can see."""
+    return [float(f"{float(v):.3g}") for v in values]
+
+
+def token_strings(tokenizer: Any) -> Callable[[list[int]], list[str]]:
+    """ids -> the text of each token alone (what the page shows)."""
+    return lambda ids: [tokenizer.decode([i]) for i in ids]
+
+
+def example_rows(examples: Examples, latent: int) -> dict[str, list[Any]]:
+    """One latent's filled examples: activation, flat position, context ids and values."""
+    filled = examples.where[latent] >= 0
+    return {
+        "value": rounded(examples.values[latent][filled]),
+        "where": examples.where[latent][filled].tolist(),
+        "ids": examples.context_ids[latent][filled].tolist(),
+        "acts": [rounded(row) for row in examples.context_values[latent][filled]],
+    }
+
+
+def labels(dash: Dashboard, text: dict[int, str]) -> list[str]:
+    """Per latent, its most frequent firing tokens among its top examples, most frequent first."""
+    firing = dash.top.context_ids[:, :, dash.top.left]
+    out = []
+    for latent in range(firing.shape[0]):
+        ids = [i for i in firing[latent].tolist() if i >= 0]
+        common = Counter(text[i].strip() or text[i] for i in ids).most_common(LABEL_TOKENS)
+        out.append(" · ".join(token for token, _ in common))
+    return out
+
+
+def write_js(path: Path, name: str, payload: Any) -> None:
+    """``path``: a script setting ``window.monoData[name]`` to ``payload`` (as JSON)."""
+    body = json.dumps(payload, ensure_ascii=True, separators=(",", ":"))
+    script = f"(window.monoData = window.monoData || {{}})[{json.dumps(name)}] = {body};\n"
+    atomic_write(path, lambda p: p.write_text(script))
+
+
+def write_browser(
+    dash: Dashboard,
+    out: Path,
+    decode: Callable[[list[int]], list[str]],
+    *,
+    meta: dict[str, Any],
+    chunk: int = 64,
+) -> Path:
+    """Write the site for ``dash`` into ``out``; ``decode`` gives each token id's text; ``meta``
+    (model, hook, SAE, data…) is shown in the page header. Returns ``out/index.html``."""
+    out = Path(out)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    site = resources.files("monosemantic") / "assets" / "browser"
+    for name in SITE_FILES:
+        with resources.as_file(site / name) as source:
+            shutil.copyfile(source, out / name)
+    logits = dash.logits
+    shown = {i for i in dash.top.context_ids.unique().tolist() if i >= 0}
+    shown |= {i for i in dash.samples.context_ids.unique().tolist() if i >= 0}
+    if logits is not None:
+        shown |= set(logits.raise_ids.unique().tolist()) | set(logits.lower_ids.unique().tolist())
+    ordered = sorted(shown)
+    text = dict(zip(ordered, decode(ordered), strict=True))
+    d_sae = len(dash.stats.density)
+    stats = dash.stats
+    write_js(
+        out / "data" / "meta.js",
+        "meta",
+        {
+            **meta,
+            "d_sae": d_sae,
+            "n_tokens": dash.n_tokens,
+            "chunk": chunk,
+            "left": dash.top.left,
+            "hist_edges": rounded(stats.edges),
+        },
+    )
+    rows: dict[str, Any] = {
+        "density": [float(f"{v:.4g}") for v in stats.density.tolist()],
+        "max": rounded(stats.max),
+        "mean": rounded(stats.mean),
+        "label": labels(dash, text),
+    }
+    if logits is not None:
+        rows["raises"] = [[text[i] for i in r[:LABEL_TOKENS]] for r in logits.raise_ids.tolist()]
+    write_js(out / "data" / "latents.js", "latents", rows)
+    write_js(out / "data" / "vocab.js", "vocab", {str(i): s for i, s in text.items()})
+    for start in range(0, d_sae, chunk):
+        latents = {}
+        for latent in range(start, min(start + chunk, d_sae)):
+            entry: dict[str, Any] = {
+                "top": example_rows(dash.top, latent),
+                "samples": example_rows(dash.samples, latent),
+                "hist": stats.histogram[latent].tolist(),
+            }
+            if logits is not None:
+                raised = [logits.raise_ids[latent].tolist(), rounded(logits.raise_values[latent])]
+                lowered = [logits.lower_ids[latent].tolist(), rounded(logits.lower_values[latent])]
+                entry["raise"], entry["lower"] = raised, lowered
+                entry["logit_hist"] = [
+                    logits.hist_counts[latent].tolist(),
+                    rounded(logits.hist_edges[latent][[0, -1]]),
+                ]
+            latents[latent] = entry
+        number = start // chunk
+        write_js(out / "data" / f"chunk-{number:04d}.js", f"chunk-{number}", latents)
+    return out / "index.html"
