@@ -17,22 +17,12 @@ from tiny_lm import sharp_lm
 
 from monosemantic.cli import main
 from monosemantic.commands.browse import site_server
-from monosemantic.interpret.browser import write_browser
+from monosemantic.interpret.browser import CHROMIUM, CHROMIUM_FLAGS, write_browser
 from monosemantic.interpret.dashboard import collect
 from monosemantic.interpret.neuronpedia import write_neuronpedia
 from monosemantic.sae.registry import config, create
 
 D, VOCAB, CTX = 16, 300, 12
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [  # the closed network refuses Chromium's background connections: ask for none
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCRIPT = "<script>window.__ran = 'script'</script>"
 IMAGE = "<img src=x onerror=\"window.__ran = 'img'\">"
 PLANTED = {7: SCRIPT, 8: IMAGE}
@@ -119,7 +109,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_FLAGS))
         yield chromium
         chromium.close()
 

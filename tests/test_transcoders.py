@@ -220,3 +220,14 @@ def test_sweep_names_and_configs() -> None:
         (16, 32, 12, True, 8),
     ]
     assert sae_name(create(configs[0])) == "topk-skip-transcoder-32-k4"
+
+
+def test_widths_in_latents_replace_expansions() -> None:
+    sweep = SweepConfig("topk", [2], {"k": 4}, d_sae=[40, 24])
+    assert [c.d_sae for c in sweep.configs(16, IN, "m")] == [40, 24]
+    with pytest.raises(ConfigError, match="d_sae"):
+        SweepConfig("topk", d_sae=[0])
+    from monosemantic.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--d-sae", "4096", "--data", "x.npy"])
+    assert args.d_sae == [4096]

@@ -1,5 +1,6 @@
 """``make demo``: a TopK SAE on an MLP layer of SmolLM2-135M over Shakespeare, end to end,
-then features read from the weights of a bilinear MNIST classifier.
+a feature browser for it, Towards Monosemanticity in miniature (``monosemanticity.py``), then
+features read from the weights of a bilinear MNIST classifier.
 
 Caches the activations to disk (resumable shards), trains from the memory-mapped cache,
 evaluates on held-out text (reconstruction, and CE/KL/loss recovered with the SAE spliced into
@@ -21,13 +22,18 @@ from matplotlib.figure import Figure
 from monosemantic.bilinear.report import mnist_report_sections
 from monosemantic.data.sources import DataConfig, Text, cache_activations, resolve
 from monosemantic.files import atomic_write_bytes
+from monosemantic.interpret.browser import browse_text
 from monosemantic.interpret.report import ReportSection, write_report
 from monosemantic.interpret.top_activations import render_contexts, top_activations
 from monosemantic.models.subject import load_subject
+from monosemantic.monosemanticity import miniature_section, run_miniature
 from monosemantic.sae.base import SAE
 from monosemantic.sae.io import load_sae
 from monosemantic.training.sweep import SweepConfig, train_sweep
 from monosemantic.training.trainer import TrainConfig
+
+BROWSE_WINDOWS = 256
+"""Windows of 128 tokens the demo's browser reads (the miniature's reads 4×)."""
 
 
 def demo_configs(quick: bool) -> tuple[DataConfig, SweepConfig, TrainConfig]:
@@ -84,6 +90,13 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
     from_cache = DataConfig(data=str(cache_dir), spliced_windows=data.spliced_windows)
     (summary,) = train_sweep(from_cache, sweep, training, out / "run", overwrite=True, text=text)
     sae = load_sae(summary["folder"])
+    meta = {"model": data.model, "data": data.data, "sae": summary["folder"]}
+    _, browser = browse_text(
+        sae, text, out / "browser", meta=meta, max_windows=16 if quick else BROWSE_WINDOWS
+    )
+    miniature = run_miniature(
+        out / "monosemanticity", quick=quick, browse_windows=16 if quick else BROWSE_WINDOWS * 4
+    )
     total_s = time.perf_counter() - start
     sections = [
         ReportSection(
@@ -99,6 +112,14 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
         ),
         ReportSection(title="Evaluation (held-out text)", table=_metrics_table(summary["eval"])),
         ReportSection(
+            title="Feature browser",
+            text=f"Every latent's top and typical contexts, logit effects and histograms over "
+            f"{BROWSE_WINDOWS * data.context_size:,} tokens, searchable; it opens from disk "
+            "with no network.",
+            html=f"<p><a href='{browser.relative_to(out).as_posix()}'>open the feature "
+            "browser</a></p>",
+        ),
+        ReportSection(
             title="Feature density",
             images=[Path(summary["folder"]) / "density.png"],
             text="log10 of the fraction of held-out tokens on which each latent fires.",
@@ -108,6 +129,7 @@ def run_demo(out: Path, *, quick: bool = False) -> Path:
             images=[plot_training(out / "run" / "train" / "metrics.jsonl", out / "training.png")],
         ),
         feature_examples(sae, text, sae.cfg.hook, n_features=4 if quick else 8),
+        miniature_section(miniature, out),
         *mnist_report_sections(out / "bilinear"),
     ]
     return write_report(out / "report.html", title="monosemantic demo", sections=sections)

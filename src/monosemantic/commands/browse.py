@@ -11,14 +11,11 @@ from dataclasses import replace
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import torch
-
 from monosemantic.commands.options import add_out, add_threads
 from monosemantic.config import add_arguments, from_arguments
 from monosemantic.data.sources import DataConfig, resolve
 from monosemantic.hooks import HookPoint, is_layer_pattern
-from monosemantic.interpret.browser import token_strings, write_browser
-from monosemantic.interpret.dashboard import collect
+from monosemantic.interpret.browser import browse_text, token_strings
 from monosemantic.interpret.neuronpedia import write_neuronpedia
 from monosemantic.models.subject import load_subject
 from monosemantic.runtime import set_threads
@@ -75,38 +72,26 @@ def run_browse(args: argparse.Namespace) -> int:
     text = load_subject(resolve(data))
     if text is None:
         raise ValueError("browse runs the model on text: give text as --data")
-    tokens = torch.cat([text.train_tokens, text.eval_tokens])
-    exclude = None
-    if text.train_exclude is not None and text.eval_exclude is not None:
-        exclude = torch.cat([text.train_exclude, text.eval_exclude])
-    dash = collect(
-        text.model,
+    out = Path(args.out) if args.out else Path(args.sae) / "browser"
+    meta = {"sae": str(args.sae), "model": data.model, "data": data.data}
+    dash, index = browse_text(
         sae,
-        tokens,
-        exclude=exclude,
+        text,
+        out,
+        meta=meta,
+        batch_size=data.windows_per_forward,
+        progress=True,
         n_top=args.top,
         n_samples=args.samples,
         left=args.left,
         right=args.right,
-        batch_size=data.windows_per_forward,
-        progress=True,
     )
-    out = Path(args.out) if args.out else Path(args.sae) / "browser"
-    decode = token_strings(text.tokenizer)
-    meta = {
-        "title": f"{sae.architecture} SAE, {sae.d_sae} latents",
-        "sae": str(args.sae),
-        "model": data.model,
-        "hook": sae.cfg.hook,
-        "data": data.data,
-    }
-    index = write_browser(dash, out, decode, meta=meta)
     if args.neuronpedia:
         write_neuronpedia(
             dash,
             sae,
             out / "neuronpedia",
-            decode,
+            token_strings(text.tokenizer),
             model_id=data.model,
             layer=layer_number(sae.cfg.hook),
             sae_set=f"{sae.architecture}-{sae.d_sae}",

@@ -38,6 +38,13 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> list[str]:
         default=SweepConfig().expansion,
         help="dictionary widths as multiples of d_in, d_sae = expansion × d_in (default: 8)",
     )
+    add_option(
+        group,
+        "d_sae",
+        list[int],
+        default=[],
+        help="dictionary widths in latents, instead of --expansion (e.g. 4096)",
+    )
     owners: dict[str, list[str]] = {}
     for name, sae_class in sorted(ARCHITECTURES.items()):
         for field in architecture_fields(sae_class):
@@ -71,7 +78,12 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> list[str]:
 def sweep_from_arguments(args: argparse.Namespace, fields: list[str]) -> SweepConfig:
     settings = {name: getattr(args, name) for name in fields if hasattr(args, name)}
     return SweepConfig(
-        args.architecture, list(args.expansion), settings, args.skip_transcoder, args.standardize
+        architecture=args.architecture,
+        expansion=list(args.expansion),
+        settings=settings,
+        skip_transcoder=args.skip_transcoder,
+        standardize=args.standardize,
+        d_sae=list(args.d_sae),
     )
 
 

@@ -24,11 +24,25 @@ from typing import Any
 
 import torch
 
+from monosemantic.data.sources import Text
 from monosemantic.files import atomic_write
-from monosemantic.interpret.dashboard import Dashboard
+from monosemantic.interpret.dashboard import Dashboard, collect
 from monosemantic.interpret.examples import Examples
+from monosemantic.sae.base import SAE
 
 SITE_FILES = ("index.html", "browser.js", "browser.css")
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+"""Headless Chromium (the tests and benchmarks drive Debian's) with no background connections,
+which a closed network refuses."""
 LABEL_TOKENS = 3
 
 
@@ -138,3 +152,40 @@ def write_browser(
         number = start // chunk
         write_js(out / "data" / f"chunk-{number:04d}.js", f"chunk-{number}", latents)
     return out / "index.html"
+
+
+def browse_text(
+    sae: SAE,
+    text: Text,
+    out: Path,
+    *,
+    meta: dict[str, Any],
+    max_windows: int | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+    n_top: int = 16,
+    n_samples: int = 16,
+    left: int = 12,
+    right: int = 4,
+) -> tuple[Dashboard, Path]:
+    """Collect the dashboard of ``sae`` over the windows of ``text`` (training then held-out, the
+    first ``max_windows`` of them, default all; special tokens excluded; the other arguments are
+    ``collect``'s) and write its site into ``out``. Returns (dashboard, index.html)."""
+    tokens = torch.cat([text.train_tokens, text.eval_tokens])[:max_windows]
+    exclude = None
+    if text.train_exclude is not None and text.eval_exclude is not None:
+        exclude = torch.cat([text.train_exclude, text.eval_exclude])[:max_windows]
+    dash = collect(
+        text.model,
+        sae,
+        tokens,
+        exclude=exclude,
+        n_top=n_top,
+        n_samples=n_samples,
+        left=left,
+        right=right,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    meta = {"title": f"{sae.architecture} SAE, {sae.d_sae} latents", "hook": sae.cfg.hook} | meta
+    return dash, write_browser(dash, out, token_strings(text.tokenizer), meta=meta)

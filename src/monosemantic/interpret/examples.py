@@ -39,6 +39,22 @@ class Examples:
         return (self.where >= 0).sum(1)
 
 
+def best_per_group(groups: torch.Tensor, keys: torch.Tensor, n: int, n_groups: int) -> torch.Tensor:
+    """[n_groups, n]: for each group, the indices (into ``groups``/``keys``, both [m]) of its
+    ``n`` largest keys, largest first; −1 past a group's members."""
+    by_key = torch.empty_like(groups)
+    by_key[keys.argsort(descending=True)] = torch.arange(len(keys))
+    # one float sort by (group, rank of key): exact below 2^53, and far faster than integers'
+    order = (groups.double() * len(keys) + by_key.double()).argsort()
+    group = groups[order]
+    counts = torch.bincount(group, minlength=n_groups)
+    rank = torch.arange(len(order)) - (counts.cumsum(0) - counts)[group]
+    kept = rank < n
+    best = torch.full((n_groups, n), -1, dtype=torch.int64)
+    best[group[kept], rank[kept]] = order[kept]
+    return best
+
+
 class ExampleKeeper:
     """See the module docstring. ``update`` per batch of whole windows, ``result`` at the end."""
 
@@ -66,32 +82,34 @@ class ExampleKeeper:
         exclude: torch.Tensor | None = None,
     ) -> None:
         """codes [b, ctx, d_sae] of windows ``first_window`` … + b − 1, whose token ids are
-        ``ids`` [b, ctx]; ``exclude`` [b, ctx] marks positions (BOS, padding) never kept."""
+        ``ids`` [b, ctx]; ``exclude`` [b, ctx] marks positions (BOS, padding) never kept.
+        Work ∝ firings: only the positive codes are ranked."""
         b, ctx, d_sae = codes.shape
         flat = codes.detach().float().cpu().reshape(b * ctx, d_sae)
         eligible = flat > 0
         if exclude is not None:
             eligible &= ~exclude.cpu().reshape(-1, 1)
-        keys = flat if self.top else torch.rand(flat.shape, generator=self.generator)
-        keys = keys.masked_fill(~eligible, -torch.inf)
-        n = min(self.keys.shape[1], b * ctx)
-        batch_keys, rows = keys.topk(n, dim=0)  # [n, d_sae]
+        rows, latents = eligible.nonzero(as_tuple=True)  # the firings, [m] each
+        if len(rows) == 0:
+            return
+        values = flat[rows, latents]
+        keys = values if self.top else torch.rand(len(values), generator=self.generator)
+        n = self.keys.shape[1]
+        entry = best_per_group(latents, keys, n, d_sae)  # [d_sae, n] index into the firings
+        found = entry >= 0
+        entry = entry.clamp_min(0)
+        row = rows[entry]  # [d_sae, n]
         offsets = torch.arange(-self.left, self.right + 1)
-        position = (rows % ctx)[..., None] + offsets  # [n, d_sae, width]
-        found = batch_keys > -torch.inf  # [n, d_sae]: False where a latent fired < n times
+        position = (row % ctx)[..., None] + offsets  # [d_sae, n, width]
         inside = (position >= 0) & (position < ctx) & found[..., None]
-        source = (rows // ctx * ctx)[..., None] + position.clamp(0, ctx - 1)
-        width = len(offsets)
-        gathered = flat.gather(0, source.transpose(1, 2).reshape(n * width, d_sae))
-        context_values = gathered.reshape(n, width, d_sae).permute(2, 0, 1)  # [d_sae, n, width]
-        context_ids = ids.cpu().reshape(-1)[source].transpose(0, 1)
-        inside = inside.transpose(0, 1)
+        source = (row // ctx * ctx)[..., None] + position.clamp(0, ctx - 1)
+        latent = torch.arange(d_sae)[:, None, None]
         self._merge(
-            batch_keys.T,
-            flat.gather(0, rows).T,
-            (first_window * ctx + rows).T.masked_fill(~found.T, -1),
-            context_values.where(inside, 0.0),
-            context_ids.where(inside, -1),
+            keys[entry].masked_fill(~found, -torch.inf),
+            flat[row, latent[..., 0]].where(found, 0.0),
+            (first_window * ctx + row).masked_fill(~found, -1),
+            flat[source, latent].where(inside, 0.0),
+            ids.cpu().reshape(-1)[source].where(inside, -1),
         )
 
     def _merge(

@@ -46,15 +46,15 @@ class FeatureStats:
 
     @torch.no_grad()
     def update(self, codes: torch.Tensor) -> None:
-        """codes [n, d_sae] (dense)."""
-        codes = codes.detach().double().cpu()
-        fired = codes > 0
+        """codes [n, d_sae] (dense); only the firings (code > 0) are touched after one pass."""
+        codes = codes.detach().cpu()
         self.n += codes.shape[0]
-        self.fires += fired.sum(0)
-        self.total += codes.clamp_min(0).sum(0)
-        self.max = torch.maximum(self.max, codes.max(0).values.clamp_min(0))
-        rows, latents = fired.nonzero(as_tuple=True)
-        values = codes[rows, latents]
+        rows, latents = (codes > 0).nonzero(as_tuple=True)
+        values = codes[rows, latents].double()
+        d_sae = len(self.fires)
+        self.fires += torch.bincount(latents, minlength=d_sae)
+        self.total += torch.bincount(latents, weights=values, minlength=d_sae)
+        self.max.scatter_reduce_(0, latents, values, reduce="amax")
         bins = (torch.bucketize(values, self.edges) - 1).clamp(0, self.histogram.shape[1] - 1)
         flat = latents * self.histogram.shape[1] + bins
         self.histogram += torch.bincount(flat, minlength=self.histogram.numel()).view_as(

@@ -51,6 +51,9 @@ class SweepConfig:
     standardize: bool = False
     """Standardise each input vector before encoding and undo it after decoding (a multi-layer
     SAE over model.layers.*:output, Lawson et al. 2024)."""
+    d_sae: list[int] = field(default_factory=list)
+    """Dictionary widths in latents (e.g. 4096 on a 576-wide hook); when given, instead of
+    --expansion."""
 
     def __post_init__(self) -> None:
         cls = architecture(self.architecture)
@@ -60,6 +63,7 @@ class SweepConfig:
             self.expansion,
             "one or more positive integers",
         )
+        check(all(d > 0 for d in self.d_sae), "d_sae", self.d_sae, "positive integers")
         own = architecture_fields(cls)
         for name in self.settings:
             if name not in own:
@@ -84,10 +88,11 @@ class SweepConfig:
             if name in cls.sweep_axes
         }
         fixed = {k: v for k, v in self.settings.items() if k not in axes}
+        widths = self.d_sae or [expansion * d_in for expansion in self.expansion]
         return [
             cls.config_class(
                 d_in=d_in,
-                d_sae=expansion * d_in,
+                d_sae=width,
                 hook=hook,
                 d_out=d_out,
                 hook_out=hook_out,
@@ -97,7 +102,7 @@ class SweepConfig:
                 **fixed,
                 **dict(zip(axes, values, strict=True)),
             )
-            for expansion, *values in itertools.product(self.expansion, *axes.values())
+            for width, *values in itertools.product(widths, *axes.values())
         ]
 
 
