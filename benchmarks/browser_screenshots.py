@@ -39,7 +39,8 @@ def main() -> None:
         page.screenshot(path=str(args.out / f"{args.name}-list.png"))
         start = time.perf_counter()
         page.evaluate(f"location.hash = '{args.latent}'")
-        page.wait_for_selector("#panel .context")
+        page.wait_for_selector("#panel .context, #panel .tile")
+        page.wait_for_timeout(300)  # sprites draw once loaded
         opened = time.perf_counter() - start
         page.screenshot(path=str(args.out / f"{args.name}-latent.png"))
         browser.close()

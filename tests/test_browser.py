@@ -236,3 +236,42 @@ def _browse_error(tmp_path, folder, capsys) -> str:
     config_path.write_text(json.dumps(cfg))
     assert main(["browse", str(folder), "--out", str(tmp_path / "x")]) == 2
     return capsys.readouterr().err
+
+
+def test_browse_a_matrix_of_images(tmp_path, browser, capsys) -> None:
+    """Rows of a matrix as examples: the sprite holds each latent's top rows' pixels (scaled to
+    0-255 by the data's range), and the page draws them as tiles."""
+    import numpy as np
+    from PIL import Image
+
+    g = np.random.default_rng(0)
+    images = (g.random((300, 6, 5)) * (g.random((300, 1, 1)) < 0.5)).astype(np.float32)
+    matrix = tmp_path / "images.npy"
+    np.save(matrix, images.reshape(300, 30))
+    run = tmp_path / "run"
+    train = ["train", "--data", str(matrix), "--steps", "20", "--batch-size", "64",
+             "--expansion", "2", "--k", "3", "--no-progress", "--out", str(run)]  # fmt: skip
+    assert main(train) == 0
+    (folder,) = (run / "saes").iterdir()
+    site = tmp_path / "site"
+    capsys.readouterr()
+    browse = ["browse", str(folder), "--data", str(matrix), "--out", str(site), "--top", "4"]
+    assert main([*browse, "--image-shape", "5", "5"]) == 2
+    assert "holds 25 pixels but the rows" in capsys.readouterr().err
+    assert main([*browse, "--neuronpedia"]) == 2
+    assert "a matrix has no tokens" in capsys.readouterr().err
+    assert main([*browse, "--image-shape", "6", "5"]) == 0, capsys.readouterr().err
+    meta = json_of(site, "meta")
+    assert meta["image"] == [6, 5, 4 + 16] and meta["unit"] == "rows"
+    chunk = json_of(site, "chunk-0")
+    latent = next(int(i) for i, e in chunk.items() if len(e["top"]["where"]) == 4)
+    sprite = np.asarray(Image.open(site / "data" / "images-0000.png"), dtype=np.float64)
+    low, high = images.min(), images.max()
+    for column, row in enumerate(chunk[str(latent)]["top"]["where"]):
+        tile = sprite[latent * 6 : latent * 6 + 6, column * 5 : column * 5 + 5]
+        np.testing.assert_allclose(tile, np.round((images[row] - low) / (high - low) * 255))
+
+    page, problems = open_page(browser, (site / "index.html").as_uri() + f"#{latent}")
+    page.wait_for_selector("#panel .tile canvas")
+    assert page.locator("#panel .examples").first.locator(".tile").count() == 4
+    assert problems == []

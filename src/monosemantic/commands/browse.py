@@ -13,12 +13,15 @@ from pathlib import Path
 
 from monosemantic.commands.options import add_out, add_threads
 from monosemantic.config import add_arguments, from_arguments
+from monosemantic.data.arrays import load_matrix
 from monosemantic.data.sources import DataConfig, resolve
 from monosemantic.hooks import HookPoint, is_layer_pattern
-from monosemantic.interpret.browser import browse_text, token_strings
+from monosemantic.interpret.browser import browse_text, token_strings, write_browser
+from monosemantic.interpret.dashboard import Dashboard, collect_rows
 from monosemantic.interpret.neuronpedia import write_neuronpedia
 from monosemantic.models.subject import load_subject
 from monosemantic.runtime import set_threads
+from monosemantic.sae.base import SAE
 from monosemantic.sae.io import load_sae
 
 
@@ -40,6 +43,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     browse.add_argument("--right", type=int, default=4, help="context tokens after it")
     browse.add_argument(
         "--neuronpedia", action="store_true", help="also write OUT/neuronpedia/batch-N.json"
+    )
+    browse.add_argument(
+        "--image-shape",
+        type=int,
+        nargs=2,
+        metavar=("HEIGHT", "WIDTH"),
+        help="a matrix --data whose rows are images (e.g. 28 28 for MNIST): show them as pictures",
     )
     add_threads(browse)
     add_arguments(browse, DataConfig, skip=("extra", "hook", "hook_out"))
@@ -66,14 +76,24 @@ def run_browse(args: argparse.Namespace) -> int:
             "browse its layers with `monosemantic eval` (per-layer activity) instead"
         )
     data = from_arguments(DataConfig, args)
-    data = replace(data, hook=[sae.cfg.hook])
+    if sae.cfg.hook:  # an SAE trained on a matrix has none
+        data = replace(data, hook=[sae.cfg.hook])
     if sae.cfg.model and data.model == DataConfig.model:
         data = replace(data, model=sae.cfg.model)
-    text = load_subject(resolve(data))
-    if text is None:
-        raise ValueError("browse runs the model on text: give text as --data")
     out = Path(args.out) if args.out else Path(args.sae) / "browser"
     meta = {"sae": str(args.sae), "model": data.model, "data": data.data}
+    resolved = resolve(data)
+    if resolved.kind == "matrix":
+        title = f"{sae.architecture} SAE, {sae.d_sae} latents"
+        return browse_matrix(args, sae, data, out, {"title": title, **meta, "model": ""})
+    text = load_subject(resolved)
+    if text is None:
+        raise ValueError(
+            "browse needs the tokens: give text as --data (or the text a cache was made from), "
+            "or a matrix whose rows the SAE reads"
+        )
+    if args.image_shape:
+        raise ValueError("--image-shape is for a matrix --data whose rows are images")
     dash, index = browse_text(
         sae,
         text,
@@ -97,6 +117,37 @@ def run_browse(args: argparse.Namespace) -> int:
             sae_set=f"{sae.architecture}-{sae.d_sae}",
             dataset=data.data,
         )
+    print_summary(index, dash)
+    return 0
+
+
+def browse_matrix(
+    args: argparse.Namespace, sae: SAE, data: DataConfig, out: Path, meta: dict[str, str]
+) -> int:
+    """``browse`` on the rows of a matrix: examples are rows, shown as images with
+    ``--image-shape``."""
+    if args.neuronpedia:
+        raise ValueError(
+            "--neuronpedia exports a language model's features: a matrix has no tokens"
+        )
+    rows = load_matrix(data.data, drop_non_finite=data.drop_non_finite)
+    images = None
+    if args.image_shape:
+        height, width = args.image_shape
+        if height * width != rows.shape[1]:
+            raise ValueError(
+                f"--image-shape {height} {width} holds {height * width} pixels but the rows of "
+                f"{data.data} have {rows.shape[1]} values"
+            )
+        images = rows.reshape(-1, height, width)
+    dash = collect_rows(sae, rows, n_top=args.top, n_samples=args.samples)
+    names = lambda ids: [f"row {i}" for i in ids]  # noqa: E731
+    print_summary(write_browser(dash, out, names, meta=meta, images=images), dash)
+    return 0
+
+
+def print_summary(index: Path, dash: Dashboard) -> None:
+    """One JSON line: the site, what was read, the time split and the peak memory."""
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     summary = {
         "site": str(index),
@@ -106,7 +157,6 @@ def run_browse(args: argparse.Namespace) -> int:
         "peak_memory_mb": round(peak_mb),
     }
     print(json.dumps(summary))
-    return 0
 
 
 def layer_number(hook: str) -> int:

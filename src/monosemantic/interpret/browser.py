@@ -92,9 +92,12 @@ def write_browser(
     *,
     meta: dict[str, Any],
     chunk: int = 64,
+    images: torch.Tensor | None = None,
 ) -> Path:
-    """Write the site for ``dash`` into ``out``; ``decode`` gives each token id's text; ``meta``
-    (model, hook, SAE, data…) is shown in the page header. Returns ``out/index.html``."""
+    """Write the site for ``dash`` into ``out``; ``decode`` gives each token id's text (a row's
+    name for a dashboard of matrix rows); ``meta`` (model, hook, SAE, data…) is shown in the page
+    header. ``images`` [n_rows, height, width]: the rows of a ``collect_rows`` dashboard as
+    pictures, drawn in the page from one sprite PNG per chunk. Returns ``out/index.html``."""
     out = Path(out)
     (out / "data").mkdir(parents=True, exist_ok=True)
     site = resources.files("monosemantic") / "assets" / "browser"
@@ -119,14 +122,17 @@ def write_browser(
             "n_tokens": dash.n_tokens,
             "chunk": chunk,
             "left": dash.top.left,
+            "top_slots": dash.top.where.shape[1],
+            "unit": "tokens" if dash.context_size > 1 else "rows",
             "hist_edges": rounded(stats.edges),
+            "image": None if images is None else [*images.shape[1:], columns(dash)],
         },
     )
     rows: dict[str, Any] = {
         "density": [float(f"{v:.4g}") for v in stats.density.tolist()],
         "max": rounded(stats.max),
         "mean": rounded(stats.mean),
-        "label": labels(dash, text),
+        "label": labels(dash, text) if dash.context_size > 1 else [""] * d_sae,
     }
     if logits is not None:
         rows["raises"] = [[text[i] for i in r[:LABEL_TOKENS]] for r in logits.raise_ids.tolist()]
@@ -151,7 +157,36 @@ def write_browser(
             latents[latent] = entry
         number = start // chunk
         write_js(out / "data" / f"chunk-{number:04d}.js", f"chunk-{number}", latents)
+        if images is not None:
+            write_sprite(
+                dash,
+                images,
+                range(start, min(start + chunk, d_sae)),
+                out / "data" / f"images-{number:04d}.png",
+            )
     return out / "index.html"
+
+
+def columns(dash: Dashboard) -> int:
+    """Slots per latent in a sprite row: its top examples, then its samples."""
+    return dash.top.where.shape[1] + dash.samples.where.shape[1]
+
+
+def write_sprite(dash: Dashboard, images: torch.Tensor, latents: range, path: Path) -> None:
+    """One grayscale PNG: a row per latent of ``latents``, its top then its sampled rows' images
+    (blank where a slot is empty), scaled to 0–255 by the images' overall range."""
+    from PIL import Image
+
+    height, width = images.shape[1:]
+    low, high = float(images.min()), float(images.max())
+    grid = torch.zeros(len(latents) * height, columns(dash) * width)
+    for r, latent in enumerate(latents):
+        where = torch.cat([dash.top.where[latent], dash.samples.where[latent]])
+        for c, row in enumerate(where.tolist()):
+            if row >= 0:
+                grid[r * height : (r + 1) * height, c * width : (c + 1) * width] = images[row]
+    pixels = ((grid - low) / max(high - low, 1e-12) * 255).round().clamp(0, 255).byte()
+    atomic_write(path, lambda p: Image.fromarray(pixels.numpy(), mode="L").save(p, format="PNG"))
 
 
 def browse_text(

@@ -92,3 +92,39 @@ def collect(
         forward_s=forward_s,
         stats_s=stats_s,
     )
+
+
+@torch.no_grad()
+def collect_rows(
+    sae: SAE,
+    rows: torch.Tensor,
+    *,
+    n_top: int = 16,
+    n_samples: int = 16,
+    batch_size: int = 4096,
+    seed: int = 0,
+) -> Dashboard:
+    """The dashboard of ``sae`` over the rows [n, d_in] of a matrix (images, cells): each row is
+    a window of one position whose "token id" is the row's index."""
+    stats = FeatureStats(sae.d_sae)
+    top = ExampleKeeper(sae.d_sae, n_top, top=True, left=0, right=0)
+    samples = ExampleKeeper(sae.d_sae, n_samples, top=False, left=0, right=0, seed=seed)
+    tick = time.perf_counter()
+    for start in range(0, len(rows), batch_size):
+        x = rows[start : start + batch_size]
+        codes = sae.encode(x.to(sae.W_dec.dtype)).float().cpu()
+        index = torch.arange(start, start + len(x))[:, None]  # [b, 1]
+        stats.update(codes)
+        top.update(codes[:, None], index, start)
+        samples.update(codes[:, None], index, start)
+    return Dashboard(
+        stats=stats.result(),
+        top=top.result(),
+        samples=samples.result(),
+        logits=None,
+        n_tokens=stats.n,
+        n_windows=len(rows),
+        context_size=1,
+        forward_s=0.0,
+        stats_s=time.perf_counter() - tick,
+    )

@@ -9,6 +9,7 @@
   const vocab = data.vocab;
   const PAGE = 200;
   const chunks = {};
+  const sprites = {};
   let shown = PAGE;
   let order = [];
   let selected = -1;
@@ -108,12 +109,46 @@
     return line;
   }
 
-  function contexts(title, example, max, note) {
+  function sprite(c) {
+    // one PNG per chunk: a row per latent, its top then its sampled examples (image data)
+    if (!sprites[c]) {
+      sprites[c] = new Promise(function (resolve) {
+        const img = new Image();
+        img.onload = function () { resolve(img); };
+        img.onerror = function () { resolve(null); };
+        img.src = "data/images-" + String(c).padStart(4, "0") + ".png";
+      });
+    }
+    return sprites[c];
+  }
+
+  function tile(i, column, value) {
+    const h = meta.image[0], w = meta.image[1], zoom = 3;
+    const box = el("figure", "tile");
+    const canvas = el("canvas");
+    canvas.width = zoom * w;
+    canvas.height = zoom * h;
+    box.appendChild(canvas);
+    box.appendChild(el("figcaption", null, fmt(value)));
+    sprite(Math.floor(i / meta.chunk)).then(function (img) {
+      if (!img) return;
+      const g = canvas.getContext("2d");
+      g.imageSmoothingEnabled = false;
+      g.drawImage(img, column * w, (i % meta.chunk) * h, w, h, 0, 0, zoom * w, zoom * h);
+    });
+    return box;
+  }
+
+  function contexts(i, title, example, max, note, firstColumn) {
     const box = el("div", "examples");
     box.appendChild(el("h3", null, title));
     if (note) box.appendChild(el("p", "hint", note));
     if (!example.value.length) box.appendChild(el("p", "hint", "none: the latent never fired"));
-    for (let k = 0; k < example.value.length; k++) box.appendChild(context(example, k, max));
+    const holder = meta.image ? el("div", "tiles") : box;
+    for (let k = 0; k < example.value.length; k++) {
+      holder.appendChild(meta.image ? tile(i, firstColumn + k, example.value[k]) : context(example, k, max));
+    }
+    if (holder !== box) box.appendChild(holder);
     return box;
   }
 
@@ -183,9 +218,10 @@
     }
     tables.appendChild(activationHistogram(entry.hist));
     parts.push(tables);
-    parts.push(contexts("top activations", entry.top, rows.max[i]));
-    parts.push(contexts("a uniform sample of its firings, weakest first", entry.samples, rows.max[i],
-                        "drawn at random among all the positions where it fires: its typical range"));
+    parts.push(contexts(i, "top activations", entry.top, rows.max[i], null, 0));
+    parts.push(contexts(i, "a uniform sample of its firings, weakest first", entry.samples, rows.max[i],
+                        "drawn at random among all the inputs where it fires: its typical range",
+                        meta.top_slots));
     panel.replaceChildren.apply(panel, parts);
   }
 
@@ -208,7 +244,7 @@
   document.title = meta.title || "feature browser";
   document.getElementById("about").textContent = [
     meta.sae, meta.hook, meta.model,
-    meta.d_sae + " latents", meta.n_tokens.toLocaleString("en") + " tokens of " + meta.data,
+    meta.d_sae + " latents", meta.n_tokens.toLocaleString("en") + " " + meta.unit + " of " + meta.data,
   ].filter(Boolean).join(" \u00b7 ");
   document.getElementById("search").addEventListener("input", function () { shown = PAGE; renderList(); });
   document.getElementById("sort").addEventListener("change", renderList);
