@@ -57,6 +57,8 @@ def lines(h: dict[str, Path]) -> list[list[str]]:
         ["bilinear", "decompose", str(h["folder"]), "--out", out],
         ["bilinear", "decompose", str(h["missing"]), "--out", out],
         ["bilinear", "lm-features", str(h["folder"]), "--out", out],
+        ["bilinear", "convert", str(h["folder"]), "--out", out],
+        ["bilinear", "convert", str(h["missing"]), "--out", out, "--layers", "-1"],
         ["zoo", "train", "mnist", "--epochs", "-1", "--out", out],
         ["zoo", "train", "lm", "--steps", "-1", "--out", out],
         ["demo", "--out", str(h["garbage"])],

@@ -1,13 +1,17 @@
-"""``monosemantic bilinear decompose|lm-features``: features read from bilinear weights.
+"""``monosemantic bilinear decompose|lm-features|convert``: features read from bilinear weights,
+and pretrained SwiGLU language models made bilinear.
 
 monosemantic bilinear decompose mnist --out runs/bilinear
 monosemantic bilinear lm-features ZOO_LM_FOLDER --out runs/lm-features
+monosemantic bilinear convert smollm2-135m --out runs/smollm2-bilinear
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
+import copy
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from monosemantic.bilinear.report import DecomposeConfig, decompose_classifier
@@ -15,7 +19,11 @@ from monosemantic.bilinear.sae_basis import FeatureConfig, run_lm_features
 from monosemantic.commands.options import add_out, add_threads
 from monosemantic.config import add_arguments, from_arguments
 from monosemantic.data.images import load_images
+from monosemantic.data.sources import DataConfig, resolve
+from monosemantic.evaluation.spliced import compare_models
 from monosemantic.files import write_json
+from monosemantic.models.bilinear_lm import convert_to_bilinear, save_converted
+from monosemantic.models.subject import load_subject
 from monosemantic.models.zoo.mnist import ClassifierConfig, get_classifier, load_classifier
 from monosemantic.runtime import set_threads
 
@@ -74,8 +82,29 @@ def cmd_lm_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
+    data = from_arguments(DataConfig, args)
+    text = load_subject(resolve(replace(data, model=args.model, truncate=False)))
+    if text is None:
+        raise ValueError("convert scores the model on held-out text: give text as --data")
+    original = text.model
+    converted = copy.deepcopy(original)
+    layers = convert_to_bilinear(converted, args.layers)
+    out = save_converted(converted, text.tokenizer, Path(args.out))
+    windows = text.eval_tokens[: data.spliced_windows]
+    exclude = None if text.eval_exclude is None else text.eval_exclude[: data.spliced_windows]
+    scores = compare_models(original, converted, windows, exclude=exclude)
+    record = {"model": args.model, "layers": layers, "recovery": "none", **scores}
+    write_json(out / "conversion.json", record)
+    print(json.dumps(record))
+    print(f"saved to {out}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``bilinear`` command with its ``decompose`` and ``lm-features`` subcommands."""
+    """Add the ``bilinear`` command with its ``decompose``, ``lm-features`` and ``convert``
+    subcommands."""
     bilinear = subparsers.add_parser(
         "bilinear",
         help="bilinear MLPs: read features from their weights",
@@ -117,3 +146,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_threads(feats)
     add_arguments(feats, FeatureConfig)
     feats.set_defaults(func=cmd_lm_features)
+
+    convert = commands.add_parser(
+        "convert",
+        help="make a SwiGLU language model's MLPs bilinear (the SiLU gate → the identity)",
+        description="Replace the SiLU gate of each MLP of a Llama-family model (SmolLM2, "
+        "TinyLlama, …) by the identity, so the MLP computes down((gate x) ⊙ (up x)) with its "
+        "pretrained weights, save it in --out (a folder plain transformers loads when every "
+        "layer is converted), and report held-out cross-entropy of the original and the "
+        "converted model and their KL, before any recovery (conversion.json).",
+    )
+    convert.add_argument("model", help="a Hugging Face model: hub name, folder, .gguf or alias")
+    convert.add_argument("--layers", type=int, nargs="+", help="the MLPs to convert (default: all)")
+    add_out(convert, "the converted model's folder", required=True)
+    add_threads(convert)
+    add_arguments(convert, DataConfig, skip=("model", "hook", "hook_out", "extra"))
+    convert.set_defaults(func=cmd_convert)

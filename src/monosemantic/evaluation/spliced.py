@@ -270,3 +270,30 @@ def _per_token(sums: dict[str, float]) -> dict[str, float]:
     result["loss_recovered"] = recovered / gap if gap != 0 else float("nan")
     result["n_scored"] = n_scored
     return result
+
+
+@torch.no_grad()
+def compare_models(
+    reference: nn.Module,
+    candidate: nn.Module,
+    tokens: torch.Tensor,
+    *,
+    batch_size: int = 8,
+    exclude: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Per scored token, nats: ``ce_reference``, ``ce_candidate`` and ``kl`` (KL(reference ‖
+    candidate) of the next-token distributions) over ``tokens`` [n, ctx]; position t is scored
+    when t + 1 is not excluded, as in ``spliced_metrics``."""
+    keep = ~_check_inputs(tokens, exclude)
+    sums = {"ce_reference": 0.0, "ce_candidate": 0.0, "kl": 0.0, "n": 0.0}
+    for start in range(0, len(tokens), batch_size):
+        ids, scored = tokens[start : start + batch_size], keep[start : start + batch_size, 1:]
+        targets = ids[:, 1:][scored][:, None]
+        ref = _scored_log_probs(reference, ids, scored)
+        cand = _scored_log_probs(candidate, ids, scored)
+        sums["ce_reference"] -= ref.gather(-1, targets).double().sum().item()
+        sums["ce_candidate"] -= cand.gather(-1, targets).double().sum().item()
+        sums["kl"] += (ref.exp() * (ref - cand)).double().sum().item()
+        sums["n"] += targets.shape[0]
+    n = sums.pop("n")
+    return {name: value / n for name, value in sums.items()}

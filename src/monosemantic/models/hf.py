@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from monosemantic.models.bilinear_lm import apply_saved_conversion
 from monosemantic.models.zoo.tokenizer import load_tokenizer
 from monosemantic.models.zoo.transformer import find_lm, is_zoo_folder, load_lm
 from monosemantic.runtime import dtype_named
@@ -97,6 +98,8 @@ def load_model(
             + (" (is the GGUF file complete?)" if source.gguf_file else "")
         ) from None
     model.to(device)  # type: ignore[arg-type]
+    if Path(source.location).is_dir():
+        apply_saved_conversion(model, Path(source.location))
     log.info("loaded %s in %.1f s", name, time.perf_counter() - start)
     return _ready(model), tokenizer
 

@@ -1,0 +1,109 @@
+"""SwiGLU → bilinear: a pretrained Llama-family language model's MLPs made exactly bilinear.
+
+A SwiGLU MLP computes down(SiLU(gate x) ⊙ (up x)). Replacing SiLU by the identity leaves
+
+    y = P ((W x) ⊙ (V x)),   W = gate_proj, V = up_proj, P = down_proj,
+
+a bilinear layer with the pretrained weights (Pearce et al. 2024 fine-tune such conversions back
+to the original's loss; recovery is measured in docs/bilinear-llm.md). The converted MLP keeps its
+Hugging Face module: only ``act_fn`` changes, so every hook point stays where it was. With every
+layer converted the config says ``hidden_act = "linear"`` (transformers' identity), and the saved
+folder loads with plain ``transformers``, no code of ours. With some layers converted the folder
+also holds ``bilinear_layers.json`` (``{"layers": [...]}``), which ``models.hf.load_model``
+applies; plain ``transformers`` would load those layers with their SiLU back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from monosemantic.files import write_json
+from monosemantic.models.layers import BilinearMLP
+
+GATED_PARTS = ("gate_proj", "up_proj", "down_proj", "act_fn")
+LAYERS_FILE = "bilinear_layers.json"
+
+
+def gated_mlps(model: nn.Module) -> list[nn.Module]:
+    """The model's gated MLPs in layer order: modules with gate_proj, up_proj, down_proj and an
+    act_fn (Llama, Mistral, Qwen, SmolLM2 …)."""
+    found = [m for m in model.modules() if all(hasattr(m, part) for part in GATED_PARTS)]
+    if not found:
+        raise ValueError(
+            f"{type(model).__name__} has no gated MLP (modules with {', '.join(GATED_PARTS)}): "
+            "conversion to bilinear needs a SwiGLU-family model such as Llama or SmolLM2"
+        )
+    return found
+
+
+def convert_to_bilinear(model: nn.Module, layers: Sequence[int] | None = None) -> list[int]:
+    """Make the MLPs of ``layers`` (default all) bilinear in place; returns the converted layer
+    indices. With every MLP converted, sets ``config.hidden_act = "linear"``."""
+    mlps = gated_mlps(model)
+    chosen = list(range(len(mlps))) if layers is None else sorted(set(layers))
+    bad = [i for i in chosen if not 0 <= i < len(mlps)]
+    if bad:
+        raise ValueError(
+            f"layers {bad} do not exist: the model has {len(mlps)} MLPs (0..{len(mlps) - 1})"
+        )
+    for i in chosen:
+        mlps[i].act_fn = nn.Identity()
+    config = getattr(model, "config", None)
+    if config is not None and all(isinstance(m.act_fn, nn.Identity) for m in mlps):
+        config.hidden_act = "linear"
+    return chosen
+
+
+def as_bilinear_mlp(mlp: nn.Module) -> BilinearMLP:
+    """A ``BilinearMLP`` holding a converted gated MLP's weights (copied, float64-ready), for
+    ``bilinear.tensor``: W = gate_proj, V = up_proj, P = down_proj."""
+    if not isinstance(mlp.act_fn, nn.Identity):
+        raise ValueError(
+            f"this MLP's gate is {type(mlp.act_fn).__name__}, not the identity: it is not bilinear "
+            "(convert it first with `monosemantic bilinear convert`)"
+        )
+    gate, up, down = (getattr(mlp, name) for name in GATED_PARTS[:3])
+    linears: list[nn.Linear] = [gate, up, down]
+    if any(linear.bias is not None for linear in linears):
+        raise ValueError("a gated MLP with biases is affine, not bilinear: not supported")
+    d_hidden, d_model = gate.weight.shape
+    out = BilinearMLP(d_model, d_hidden).to(gate.weight.dtype)
+    with torch.no_grad():
+        out.glu.proj.weight.copy_(torch.cat([gate.weight, up.weight]))
+        out.out.weight.copy_(down.weight)
+    return out
+
+
+def converted_layers(model: nn.Module) -> list[int]:
+    """The indices of the model's MLPs whose gate is the identity."""
+    return [i for i, m in enumerate(gated_mlps(model)) if isinstance(m.act_fn, nn.Identity)]
+
+
+def save_converted(model: nn.Module, tokenizer: Any, out: Path) -> Path:
+    """Save a converted Hugging Face model and its tokenizer as safetensors + JSON in ``out``
+    (with ``bilinear_layers.json`` when only some layers are converted)."""
+    out = Path(out)
+    if getattr(model, "hf_quantizer", None) is not None:
+        # loaded from a GGUF file: its weights are dequantized already and save as plain ones
+        setattr(model, "hf_quantizer", None)  # noqa: B010 (nn.Module typing)
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    model.save_pretrained(out, safe_serialization=True)  # type: ignore[operator]
+    tokenizer.save_pretrained(out)
+    layers = converted_layers(model)
+    if len(layers) < len(gated_mlps(model)):
+        write_json(out / LAYERS_FILE, {"layers": layers})
+    return out
+
+
+def apply_saved_conversion(model: nn.Module, folder: Path) -> None:
+    """Convert the layers a partially converted folder's ``bilinear_layers.json`` names."""
+    path = Path(folder) / LAYERS_FILE
+    if path.is_file():
+        convert_to_bilinear(model, json.loads(path.read_text())["layers"])
