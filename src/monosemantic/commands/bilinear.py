@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from monosemantic.data.images import load_images
 from monosemantic.data.sources import DataConfig, resolve
 from monosemantic.evaluation.spliced import compare_models
 from monosemantic.files import write_json
-from monosemantic.models.bilinear_lm import convert_to_bilinear, save_converted
+from monosemantic.models.bilinear_lm import convert_to_bilinear, fit_locally, save_converted
 from monosemantic.models.subject import load_subject
 from monosemantic.models.zoo.mnist import ClassifierConfig, get_classifier, load_classifier
 from monosemantic.runtime import set_threads
@@ -91,11 +92,22 @@ def cmd_convert(args: argparse.Namespace) -> int:
     original = text.model
     converted = copy.deepcopy(original)
     layers = convert_to_bilinear(converted, args.layers)
+    record: dict[str, object] = {"model": args.model, "layers": layers, "recovery": "none"}
+    if args.fit_steps:
+        start = time.perf_counter()
+        fvus = fit_locally(original, converted, text.train_tokens, exclude=text.train_exclude,
+                           steps=args.fit_steps, lr=args.fit_lr)  # fmt: skip
+        record |= {
+            "recovery": "local",
+            "fit_steps": args.fit_steps,
+            "fit_lr": args.fit_lr,
+            "fit_fvu": dict(zip(layers, fvus, strict=True)),
+            "fit_seconds": round(time.perf_counter() - start, 1),
+        }
     out = save_converted(converted, text.tokenizer, Path(args.out))
     windows = text.eval_tokens[: data.spliced_windows]
     exclude = None if text.eval_exclude is None else text.eval_exclude[: data.spliced_windows]
-    scores = compare_models(original, converted, windows, exclude=exclude)
-    record = {"model": args.model, "layers": layers, "recovery": "none", **scores}
+    record |= compare_models(original, converted, windows, exclude=exclude)
     write_json(out / "conversion.json", record)
     print(json.dumps(record))
     print(f"saved to {out}")
@@ -154,10 +166,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "TinyLlama, …) by the identity, so the MLP computes down((gate x) ⊙ (up x)) with its "
         "pretrained weights, save it in --out (a folder plain transformers loads when every "
         "layer is converted), and report held-out cross-entropy of the original and the "
-        "converted model and their KL, before any recovery (conversion.json).",
+        "converted model and their KL (conversion.json), before recovery or after the local "
+        "fit of --fit-steps.",
     )
     convert.add_argument("model", help="a Hugging Face model: hub name, folder, .gguf or alias")
     convert.add_argument("--layers", type=int, nargs="+", help="the MLPs to convert (default: all)")
+    convert.add_argument(
+        "--fit-steps",
+        type=int,
+        default=0,
+        help="local recovery: Adam steps fitting each converted MLP to the original's outputs "
+        "on its own inputs, 8 training windows a step (default 0: none)",
+    )
+    convert.add_argument("--fit-lr", type=float, default=1e-4, help="its learning rate")
     add_out(convert, "the converted model's folder", required=True)
     add_threads(convert)
     add_arguments(convert, DataConfig, skip=("model", "hook", "hook_out", "extra"))

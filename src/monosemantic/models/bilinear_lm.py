@@ -107,3 +107,56 @@ def apply_saved_conversion(model: nn.Module, folder: Path) -> None:
     path = Path(folder) / LAYERS_FILE
     if path.is_file():
         convert_to_bilinear(model, json.loads(path.read_text())["layers"])
+
+
+def fit_locally(
+    original: nn.Module,
+    converted: nn.Module,
+    windows: torch.Tensor,
+    *,
+    exclude: torch.Tensor | None = None,
+    steps: int = 200,
+    batch_windows: int = 8,
+    lr: float = 1e-4,
+    seed: int = 0,
+) -> list[float]:
+    """Local recovery: each converted MLP fitted to the original MLP's outputs on the original's
+    own inputs to it (read in one pass of the original per step), by Adam on the fraction of
+    variance unexplained, all layers at once (their losses share no weights). ``windows``
+    [n, ctx] and ``exclude`` (positions left out, e.g. BOS with its outsized activations).
+    Returns each converted layer's FVU on the last batch."""
+    layers = converted_layers(converted)
+    sources, targets = gated_mlps(original), gated_mlps(converted)
+    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def recorder(i: int) -> Any:
+        return lambda module, args, out: seen.__setitem__(i, (args[0].detach(), out.detach()))
+
+    hooks = [sources[i].register_forward_hook(recorder(i)) for i in layers]
+    converted.requires_grad_(False)
+    params = [p for i in layers for p in targets[i].parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(params, lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    keep = torch.ones_like(windows, dtype=torch.bool) if exclude is None else ~exclude
+    fvus: list[float] = []
+    try:
+        for _ in range(steps):
+            pick = torch.randint(len(windows), (batch_windows,), generator=generator)
+            with torch.no_grad():
+                original(windows[pick])
+            rows = keep[pick]
+            losses = []
+            for i in layers:
+                x, y = (t[rows] for t in seen[i])
+                losses.append((targets[i](x) - y).pow(2).sum() / (y - y.mean(0)).pow(2).sum())
+            optimizer.zero_grad()
+            torch.stack(losses).sum().backward()
+            optimizer.step()
+            fvus = [float(loss.detach()) for loss in losses]
+    finally:
+        for hook in hooks:
+            hook.remove()
+        converted.requires_grad_(False)
+    return fvus
