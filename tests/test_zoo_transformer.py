@@ -165,10 +165,14 @@ def test_get_lm_trains_once_then_loads(tmp_path):
         assert torch.equal(model(ids), again(ids))
 
 
-SHIPPED_LM = "shakespeare-relu-l1-d128-h512-s1500-seed0"
+SHIPPED_LMS = [
+    "shakespeare-relu-l1-d128-h512-s1500-seed0",
+    "shakespeare-bilinear-l1-d128-h512-s1500-seed0",
+]
 
 
-def test_the_shipped_lm_loads_by_zoo_name_and_matches_its_record(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", SHIPPED_LMS)
+def test_the_shipped_lm_loads_by_zoo_name_and_matches_its_record(tmp_path, monkeypatch, name):
     """``zoo:NAME`` finds the float16 weights inside the package when the user's zoo (here an
     empty folder) lacks them; its held-out loss is the one recorded in float32 training."""
     from monosemantic.models.hf import load_model
@@ -176,14 +180,14 @@ def test_the_shipped_lm_loads_by_zoo_name_and_matches_its_record(tmp_path, monke
     from monosemantic.models.zoo.transformer import find_lm
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert find_lm(SHIPPED_LM) == SHIPPED / SHIPPED_LM
-    record = json.loads((SHIPPED / SHIPPED_LM / "config.json").read_text())
-    assert record["dtype"] == "torch.float16" and record["config"]["mlp"] == "relu"
-    model, tokenizer = load_model(f"zoo:{SHIPPED_LM}")
+    assert find_lm(name) == SHIPPED / name
+    record = json.loads((SHIPPED / name / "config.json").read_text())
+    assert record["dtype"] == "torch.float16" and record["config"]["mlp"] in name
+    model, tokenizer = load_model(f"zoo:{name}")
     assert next(model.parameters()).dtype == torch.float32
     cfg = LMConfig.from_dict(record["config"])
     corpus = shakespeare_corpus(cfg, tokenizer=tokenizer)
     val_loss = evaluate_lm(model, corpus.val)
     assert val_loss == pytest.approx(record["metrics"]["val_loss"], abs=2e-3)
-    with pytest.raises(FileNotFoundError, match=f"shipped: \\['{SHIPPED_LM}'\\]"):
+    with pytest.raises(FileNotFoundError, match=f"shipped: .*'{name}'"):
         find_lm("shakespeare-relu-l9-nothing")

@@ -26,6 +26,7 @@ from monosemantic.files import write_json
 from monosemantic.models.bilinear_lm import convert_to_bilinear, fit_locally, save_converted
 from monosemantic.models.subject import load_subject
 from monosemantic.models.zoo.mnist import ClassifierConfig, get_classifier, load_classifier
+from monosemantic.models.zoo.transformer import lm_folder
 from monosemantic.runtime import set_threads
 
 DEFAULT_MODEL = "mnist"
@@ -67,7 +68,7 @@ def cmd_lm_features(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     cfg = from_arguments(FeatureConfig, args)
     result = run_lm_features(
-        Path(args.model),
+        lm_folder(args.model),
         Path(args.out),
         cfg,
         sae_in=Path(args.sae_in) if args.sae_in else None,
@@ -150,7 +151,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and rank output features by their interaction matrices in the input SAE's basis: "
         "writes features.json, spectrum.png and the SAEs into --out.",
     )
-    feats.add_argument("model", help="a folder written by `zoo train lm --mlp bilinear`")
+    feats.add_argument(
+        "model",
+        help="a folder written by `zoo train lm --mlp bilinear`, or zoo:NAME (e.g. "
+        "zoo:shakespeare-bilinear-l1-d128-h512-s1500-seed0, shipped in the package)",
+    )
     feats.add_argument("--sae-in", help="SAE folder on the MLP input (default: train one)")
     feats.add_argument("--sae-out", help="SAE folder on the MLP output (default: train one)")
     add_out(feats, "output folder for JSON, SAEs and plots", required=True)

@@ -17,7 +17,7 @@ from torch import nn
 
 from monosemantic.models.bilinear_lm import apply_saved_conversion
 from monosemantic.models.zoo.tokenizer import load_tokenizer
-from monosemantic.models.zoo.transformer import find_lm, is_zoo_folder, load_lm
+from monosemantic.models.zoo.transformer import is_zoo_folder, lm_folder, load_lm
 from monosemantic.runtime import dtype_named
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def load_model(
 
     torch_dtype = dtype_named(dtype)
     if name.startswith(ZOO_PREFIX):
-        name = str(find_lm(name.removeprefix(ZOO_PREFIX)))
+        name = str(lm_folder(name))
     if is_zoo_folder(name):  # one of the project's own Shakespeare transformers
         zoo_model, _ = load_lm(name)
         return _ready(zoo_model.to(device=device, dtype=torch_dtype)), load_tokenizer(Path(name))

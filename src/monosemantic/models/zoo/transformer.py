@@ -435,6 +435,11 @@ def find_lm(name: str, root: Path | None = None) -> Path:
     )
 
 
+def lm_folder(name: str) -> Path:
+    """A zoo model's folder from ``zoo:NAME`` (found by ``find_lm``) or a path."""
+    return find_lm(name.removeprefix("zoo:")) if name.startswith("zoo:") else Path(name)
+
+
 def get_lm(
     cfg: LMConfig, root: Path | None = None, corpus_fn: Callable[[LMConfig], Corpus] | None = None
 ) -> tuple[TinyLM, Any, dict[str, Any]]:
