@@ -216,7 +216,7 @@ def test_browse_and_serve_commands(tmp_path, tiny_lm_folder, tiny_text, capsys) 
     assert summary["tokens"] > 3000 and summary["peak_memory_mb"] > 0
     assert (site / "index.html").is_file() and (site / "neuronpedia" / "batch-0.json").is_file()
     vocab = json_of(site, "vocab")
-    assert vocab["3"] == "the" and vocab["4"] == "king"  # the tiny tokenizer's ids
+    assert vocab[3] == "the" and vocab[4] == "king"  # the tiny tokenizer's ids
 
     with site_server(site, 0) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -6,7 +6,7 @@
   const data = window.monoData;
   const meta = data.meta;
   const rows = data.latents;
-  const vocab = data.vocab;
+  let vocab = [];  // token texts by id, loaded with the first panel: the list needs none
   const PAGE = 200;
   const chunks = {};
   const sprites = {};
@@ -31,7 +31,7 @@
 
   function tokenText(id) {
     const text = vocab[id];
-    return text === undefined ? "\u2039" + id + "\u203a" : text.replace(/\n/g, "\u21b5");
+    return text == null ? "\u2039" + id + "\u203a" : text.replace(/\n/g, "\u21b5");
   }
 
   // ---- the list ------------------------------------------------------------------------------
@@ -80,16 +80,25 @@
   }
 
   // ---- one latent's panel --------------------------------------------------------------------
-  function loadChunk(c) {
-    if (chunks[c]) return chunks[c];
-    chunks[c] = new Promise(function (resolve, reject) {
+  function loadData(name, file) {
+    // a data file is a script assigning monoData[name]: file:// pages may not fetch
+    if (chunks[name]) return chunks[name];
+    chunks[name] = new Promise(function (resolve, reject) {
       const script = document.createElement("script");
-      script.src = "data/chunk-" + String(c).padStart(4, "0") + ".js";
-      script.onload = function () { resolve(data["chunk-" + c]); };
+      script.src = "data/" + file + ".js";
+      script.onload = function () { resolve(data[name]); };
       script.onerror = function () { reject(new Error("cannot load " + script.src)); };
       document.head.appendChild(script);
     });
-    return chunks[c];
+    return chunks[name];
+  }
+
+  function loadChunk(c) {
+    const chunk = loadData("chunk-" + c, "chunk-" + String(c).padStart(4, "0"));
+    return Promise.all([chunk, loadData("vocab", "vocab")]).then(function (both) {
+      vocab = both[1];
+      return both[0];
+    });
   }
 
   function context(example, k, max) {
