@@ -97,7 +97,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.fit_steps:
         start = time.perf_counter()
         fvus = fit_locally(original, converted, text.train_tokens, exclude=text.train_exclude,
-                           steps=args.fit_steps, lr=args.fit_lr)  # fmt: skip
+                           steps=args.fit_steps, lr=args.fit_lr, progress=True)  # fmt: skip
         record |= {
             "recovery": "local",
             "fit_steps": args.fit_steps,

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from monosemantic.files import write_json
 from monosemantic.models.layers import BilinearMLP
@@ -119,6 +120,7 @@ def fit_locally(
     batch_windows: int = 8,
     lr: float = 1e-4,
     seed: int = 0,
+    progress: bool = False,
 ) -> list[float]:
     """Local recovery: each converted MLP fitted to the original MLP's outputs on the original's
     own inputs to it (read in one pass of the original per step), by Adam on the fraction of
@@ -142,7 +144,8 @@ def fit_locally(
     keep = torch.ones_like(windows, dtype=torch.bool) if exclude is None else ~exclude
     fvus: list[float] = []
     try:
-        for _ in range(steps):
+        bar = tqdm(range(steps), desc="fit", disable=not progress)
+        for _ in bar:
             pick = torch.randint(len(windows), (batch_windows,), generator=generator)
             with torch.no_grad():
                 original(windows[pick])
@@ -155,6 +158,7 @@ def fit_locally(
             torch.stack(losses).sum().backward()
             optimizer.step()
             fvus = [float(loss.detach()) for loss in losses]
+            bar.set_postfix(mean_fvu=f"{sum(fvus) / len(fvus):.4f}")
     finally:
         for hook in hooks:
             hook.remove()
