@@ -23,7 +23,12 @@ from monosemantic.data.images import load_images
 from monosemantic.data.sources import DataConfig, resolve
 from monosemantic.evaluation.spliced import compare_models
 from monosemantic.files import write_json
-from monosemantic.models.bilinear_lm import convert_to_bilinear, fit_locally, save_converted
+from monosemantic.models.bilinear_lm import (
+    convert_to_bilinear,
+    fit_globally,
+    fit_locally,
+    save_converted,
+)
 from monosemantic.models.subject import load_subject
 from monosemantic.models.zoo.mnist import ClassifierConfig, get_classifier, load_classifier
 from monosemantic.models.zoo.transformer import lm_folder
@@ -105,6 +110,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
             "fit_fvu": dict(zip(layers, fvus, strict=True)),
             "fit_seconds": round(time.perf_counter() - start, 1),
         }
+    if args.finetune_steps:
+        start = time.perf_counter()
+        steps, lr = args.finetune_steps, args.finetune_lr
+        kls = fit_globally(original, converted, text.train_tokens, exclude=text.train_exclude,
+                           steps=steps, lr=lr, progress=True)  # fmt: skip
+        record |= {
+            "recovery": "local+global" if args.fit_steps else "global",
+            "finetune_steps": args.finetune_steps,
+            "finetune_lr": args.finetune_lr,
+            "finetune_kl_first_last": [kls[0], kls[-1]],
+            "finetune_seconds": round(time.perf_counter() - start, 1),
+        }
     out = save_converted(converted, text.tokenizer, Path(args.out))
     windows = text.eval_tokens[: data.spliced_windows]
     exclude = None if text.eval_exclude is None else text.eval_exclude[: data.spliced_windows]
@@ -172,7 +189,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "pretrained weights, save it in --out (a folder plain transformers loads when every "
         "layer is converted), and report held-out cross-entropy of the original and the "
         "converted model and their KL (conversion.json), before recovery or after the local "
-        "fit of --fit-steps.",
+        "fit of --fit-steps and the fine-tune of --finetune-steps.",
     )
     convert.add_argument("model", help="a Hugging Face model: hub name, folder, .gguf or alias")
     convert.add_argument("--layers", type=int, nargs="+", help="the MLPs to convert (default: all)")
@@ -184,6 +201,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "on its own inputs, 8 training windows a step (default 0: none)",
     )
     convert.add_argument("--fit-lr", type=float, default=1e-4, help="its learning rate")
+    convert.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=0,
+        help="global recovery, after the local fit: Adam steps on the converted MLPs' weights "
+        "minimising KL to the original's next-token distribution, 8 windows a step (default 0)",
+    )
+    convert.add_argument("--finetune-lr", type=float, default=1e-5, help="its learning rate")
     add_out(convert, "the converted model's folder", required=True)
     add_threads(convert)
     add_arguments(convert, DataConfig, skip=("model", "hook", "hook_out", "extra"))

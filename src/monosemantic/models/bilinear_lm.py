@@ -164,3 +164,48 @@ def fit_locally(
             hook.remove()
         converted.requires_grad_(False)
     return fvus
+
+
+def fit_globally(
+    original: nn.Module,
+    converted: nn.Module,
+    windows: torch.Tensor,
+    *,
+    exclude: torch.Tensor | None = None,
+    steps: int = 100,
+    batch_windows: int = 8,
+    lr: float = 1e-5,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[float]:
+    """Global recovery: the converted MLPs' weights fine-tuned on KL(original ‖ converted) of
+    the next-token distributions, through the whole model (everything else frozen), at the
+    positions ``exclude`` leaves in. Returns the KL (nats per position) of each step's batch,
+    before its update."""
+    layers = converted_layers(converted)
+    mlps = gated_mlps(converted)
+    converted.requires_grad_(False)
+    params = [p for i in layers for p in mlps[i].parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(params, lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    keep = torch.ones_like(windows, dtype=torch.bool) if exclude is None else ~exclude
+    kls: list[float] = []
+    try:
+        bar = tqdm(range(steps), desc="fine-tune", disable=not progress)
+        for _ in bar:
+            pick = torch.randint(len(windows), (batch_windows,), generator=generator)
+            ids, scored = windows[pick], keep[pick]
+            with torch.no_grad():
+                target = original(ids).logits[scored].float().log_softmax(-1)
+            log_probs = converted(ids).logits[scored].float().log_softmax(-1)
+            kl = (target.exp() * (target - log_probs)).sum(-1).mean()
+            optimizer.zero_grad()
+            kl.backward()
+            optimizer.step()
+            kls.append(float(kl.detach()))
+            bar.set_postfix(kl=f"{kls[-1]:.4f}")
+    finally:
+        converted.requires_grad_(False)
+    return kls
