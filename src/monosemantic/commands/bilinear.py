@@ -99,7 +99,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     converted = copy.deepcopy(original)
     layers = convert_to_bilinear(converted, args.layers)
     record: dict[str, object] = {"model": args.model, "layers": layers, "recovery": "none"}
-    if args.fit_steps:
+    if args.local_fit:
         start = time.perf_counter()
         fvus = fit_locally(original, converted, text.train_tokens, exclude=text.train_exclude,
                            steps=args.fit_steps, lr=args.fit_lr, progress=True)  # fmt: skip
@@ -107,7 +107,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             "recovery": "local",
             "fit_steps": args.fit_steps,
             "fit_lr": args.fit_lr,
-            "fit_fvu": dict(zip(layers, fvus, strict=True)),
+            "fit_fvu": dict(zip(layers, fvus, strict=False)),
             "fit_seconds": round(time.perf_counter() - start, 1),
         }
     if args.finetune_steps:
@@ -116,7 +116,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         kls = fit_globally(original, converted, text.train_tokens, exclude=text.train_exclude,
                            steps=steps, lr=lr, progress=True)  # fmt: skip
         record |= {
-            "recovery": "local+global" if args.fit_steps else "global",
+            "recovery": "local+global" if args.local_fit else "global",
             "finetune_steps": args.finetune_steps,
             "finetune_lr": args.finetune_lr,
             "finetune_kl_first_last": [kls[0], kls[-1]],
@@ -194,11 +194,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     convert.add_argument("model", help="a Hugging Face model: hub name, folder, .gguf or alias")
     convert.add_argument("--layers", type=int, nargs="+", help="the MLPs to convert (default: all)")
     convert.add_argument(
-        "--fit-steps",
-        type=int,
-        default=0,
-        help="local recovery: Adam steps fitting each converted MLP to the original's outputs "
-        "on its own inputs, 8 training windows a step (default 0: none)",
+        "--local-fit",
+        action="store_true",
+        help="local recovery: each converted MLP fitted to the original's outputs on its own "
+        "inputs, its down projection by least squares (256 windows), then --fit-steps Adam steps",
+    )
+    convert.add_argument(
+        "--fit-steps", type=int, default=100, help="Adam steps of the local fit, 8 windows each"
     )
     convert.add_argument("--fit-lr", type=float, default=1e-4, help="its learning rate")
     convert.add_argument(

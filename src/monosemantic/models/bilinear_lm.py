@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 from tqdm.auto import tqdm
 
 from monosemantic.files import write_json
@@ -110,6 +111,60 @@ def apply_saved_conversion(model: nn.Module, folder: Path) -> None:
         convert_to_bilinear(model, json.loads(path.read_text())["layers"])
 
 
+def recorded_mlp_io(
+    original: nn.Module, layers: list[int]
+) -> tuple[dict[int, tuple[torch.Tensor, torch.Tensor]], list[RemovableHandle]]:
+    """Forward hooks on the original's MLPs of ``layers`` that keep each one's latest (input,
+    output), detached: (the dict they fill, the handles to remove)."""
+    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    sources = gated_mlps(original)
+
+    def recorder(i: int) -> Any:
+        return lambda module, args, out: seen.__setitem__(i, (args[0].detach(), out.detach()))
+
+    return seen, [sources[i].register_forward_hook(recorder(i)) for i in layers]
+
+
+@torch.no_grad()
+def solve_down_projections(
+    original: nn.Module,
+    converted: nn.Module,
+    windows: torch.Tensor,
+    *,
+    exclude: torch.Tensor | None = None,
+    batch_windows: int = 8,
+    ridge: float = 1e-6,
+) -> None:
+    """Set each converted MLP's down projection to the least-squares map from its bilinear hidden
+    h = (W_gate x) ⊙ (W_up x) to the original MLP's output y on the same inputs x (the original's
+    own), over ``windows``: P = Yᵀ H (Hᵀ H + ε I)⁻¹ in float64, ε = ``ridge`` × mean diag(Hᵀ H).
+    The exact minimiser of the local loss for P given W_gate, W_up: the start of local recovery."""
+    layers = converted_layers(converted)
+    targets = gated_mlps(converted)
+    seen, hooks = recorded_mlp_io(original, layers)
+    keep = torch.ones_like(windows, dtype=torch.bool) if exclude is None else ~exclude
+    grams: dict[int, torch.Tensor] = {}
+    cross: dict[int, torch.Tensor] = {}
+    try:
+        for start in range(0, len(windows), batch_windows):
+            original(windows[start : start + batch_windows])
+            rows = keep[start : start + batch_windows]
+            for i in layers:
+                x, y = (t[rows].double() for t in seen[i])
+                mlp: Any = targets[i]
+                h = (x @ mlp.gate_proj.weight.double().T) * (x @ mlp.up_proj.weight.double().T)
+                grams[i] = grams.get(i, 0) + h.T @ h
+                cross[i] = cross.get(i, 0) + h.T @ y
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for i in layers:
+        gram = grams[i]
+        gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
+        down: Any = targets[i].down_proj
+        down.weight.copy_(torch.linalg.solve(gram, cross[i]).T.to(down.weight.dtype))
+
+
 def fit_locally(
     original: nn.Module,
     converted: nn.Module,
@@ -119,22 +174,22 @@ def fit_locally(
     steps: int = 200,
     batch_windows: int = 8,
     lr: float = 1e-4,
+    solve_windows: int = 256,
     seed: int = 0,
     progress: bool = False,
 ) -> list[float]:
     """Local recovery: each converted MLP fitted to the original MLP's outputs on the original's
-    own inputs to it (read in one pass of the original per step), by Adam on the fraction of
-    variance unexplained, all layers at once (their losses share no weights). ``windows``
-    [n, ctx] and ``exclude`` (positions left out, e.g. BOS with its outsized activations).
-    Returns each converted layer's FVU on the last batch."""
+    own inputs to it: first its down projection solved by least squares over the first
+    ``solve_windows`` windows (``solve_down_projections``), then ``steps`` Adam steps on all its
+    weights minimising the fraction of variance unexplained (one pass of the original per step;
+    all layers at once, their losses share no weights). ``windows`` [n, ctx]; ``exclude``
+    [n, ctx] the positions left out (BOS, with its outsized activations). Returns each converted
+    layer's FVU on the last Adam batch, before its update (none when ``steps`` is 0)."""
+    solving = None if exclude is None else exclude[:solve_windows]
+    solve_down_projections(original, converted, windows[:solve_windows], exclude=solving)
     layers = converted_layers(converted)
-    sources, targets = gated_mlps(original), gated_mlps(converted)
-    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def recorder(i: int) -> Any:
-        return lambda module, args, out: seen.__setitem__(i, (args[0].detach(), out.detach()))
-
-    hooks = [sources[i].register_forward_hook(recorder(i)) for i in layers]
+    targets = gated_mlps(converted)
+    seen, hooks = recorded_mlp_io(original, layers)
     converted.requires_grad_(False)
     params = [p for i in layers for p in targets[i].parameters()]
     for p in params:
