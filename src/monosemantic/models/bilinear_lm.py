@@ -16,7 +16,7 @@ applies; plain ``transformers`` would load those layers with their SiLU back.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,47 @@ def solve_down_projections(
         down.weight.copy_(torch.linalg.solve(gram, cross[i]).T.to(down.weight.dtype))
 
 
+def train_converted_mlps(
+    converted: nn.Module,
+    windows: torch.Tensor,
+    exclude: torch.Tensor | None,
+    loss: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, float]],
+    *,
+    steps: int,
+    batch_windows: int,
+    lr: float,
+    seed: int,
+    desc: str,
+    progress: bool,
+) -> list[float]:
+    """Adam on the converted MLPs' weights only, everything else frozen: each step draws
+    ``batch_windows`` of ``windows`` [n, ctx] and minimises ``loss(ids, keep)`` (keep: the
+    positions ``exclude`` leaves in), which returns (the loss, a number to log). Returns the
+    logged numbers, one per step."""
+    mlps = gated_mlps(converted)
+    converted.requires_grad_(False)
+    params = [p for i in converted_layers(converted) for p in mlps[i].parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(params, lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    keep = torch.ones_like(windows, dtype=torch.bool) if exclude is None else ~exclude
+    logged: list[float] = []
+    try:
+        bar = tqdm(range(steps), desc=desc, disable=not progress)
+        for _ in bar:
+            pick = torch.randint(len(windows), (batch_windows,), generator=generator)
+            value, shown = loss(windows[pick], keep[pick])
+            optimizer.zero_grad()
+            value.backward()
+            optimizer.step()
+            logged.append(shown)
+            bar.set_postfix(loss=f"{shown:.4f}")
+    finally:
+        converted.requires_grad_(False)
+    return logged
+
+
 def fit_locally(
     original: nn.Module,
     converted: nn.Module,
@@ -190,34 +231,34 @@ def fit_locally(
     layers = converted_layers(converted)
     targets = gated_mlps(converted)
     seen, hooks = recorded_mlp_io(original, layers)
-    converted.requires_grad_(False)
-    params = [p for i in layers for p in targets[i].parameters()]
-    for p in params:
-        p.requires_grad_(True)
-    optimizer = torch.optim.Adam(params, lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    keep = torch.ones_like(windows, dtype=torch.bool) if exclude is None else ~exclude
     fvus: list[float] = []
+
+    def fvu(ids: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, float]:
+        with torch.no_grad():
+            original(ids)
+        losses = []
+        for i in layers:
+            x, y = (t[keep] for t in seen[i])
+            losses.append((targets[i](x) - y).pow(2).sum() / (y - y.mean(0)).pow(2).sum())
+        fvus[:] = [float(loss.detach()) for loss in losses]
+        return torch.stack(losses).sum(), sum(fvus) / len(fvus)
+
     try:
-        bar = tqdm(range(steps), desc="fit", disable=not progress)
-        for _ in bar:
-            pick = torch.randint(len(windows), (batch_windows,), generator=generator)
-            with torch.no_grad():
-                original(windows[pick])
-            rows = keep[pick]
-            losses = []
-            for i in layers:
-                x, y = (t[rows] for t in seen[i])
-                losses.append((targets[i](x) - y).pow(2).sum() / (y - y.mean(0)).pow(2).sum())
-            optimizer.zero_grad()
-            torch.stack(losses).sum().backward()
-            optimizer.step()
-            fvus = [float(loss.detach()) for loss in losses]
-            bar.set_postfix(mean_fvu=f"{sum(fvus) / len(fvus):.4f}")
+        train_converted_mlps(
+            converted,
+            windows,
+            exclude,
+            fvu,
+            steps=steps,
+            batch_windows=batch_windows,
+            lr=lr,
+            seed=seed,
+            desc="fit (mean FVU)",
+            progress=progress,
+        )
     finally:
         for hook in hooks:
             hook.remove()
-        converted.requires_grad_(False)
     return fvus
 
 
@@ -237,30 +278,23 @@ def fit_globally(
     the next-token distributions, through the whole model (everything else frozen), at the
     positions ``exclude`` leaves in. Returns the KL (nats per position) of each step's batch,
     before its update."""
-    layers = converted_layers(converted)
-    mlps = gated_mlps(converted)
-    converted.requires_grad_(False)
-    params = [p for i in layers for p in mlps[i].parameters()]
-    for p in params:
-        p.requires_grad_(True)
-    optimizer = torch.optim.Adam(params, lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    keep = torch.ones_like(windows, dtype=torch.bool) if exclude is None else ~exclude
-    kls: list[float] = []
-    try:
-        bar = tqdm(range(steps), desc="fine-tune", disable=not progress)
-        for _ in bar:
-            pick = torch.randint(len(windows), (batch_windows,), generator=generator)
-            ids, scored = windows[pick], keep[pick]
-            with torch.no_grad():
-                target = original(ids).logits[scored].float().log_softmax(-1)
-            log_probs = converted(ids).logits[scored].float().log_softmax(-1)
-            kl = (target.exp() * (target - log_probs)).sum(-1).mean()
-            optimizer.zero_grad()
-            kl.backward()
-            optimizer.step()
-            kls.append(float(kl.detach()))
-            bar.set_postfix(kl=f"{kls[-1]:.4f}")
-    finally:
-        converted.requires_grad_(False)
-    return kls
+
+    def kl(ids: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, float]:
+        with torch.no_grad():
+            target = original(ids).logits[keep].float().log_softmax(-1)
+        log_probs = converted(ids).logits[keep].float().log_softmax(-1)
+        value = (target.exp() * (target - log_probs)).sum(-1).mean()
+        return value, float(value.detach())
+
+    return train_converted_mlps(
+        converted,
+        windows,
+        exclude,
+        kl,
+        steps=steps,
+        batch_windows=batch_windows,
+        lr=lr,
+        seed=seed,
+        desc="fine-tune (KL)",
+        progress=progress,
+    )
