@@ -28,8 +28,8 @@ from monosemantic.sae.base import SAE
 class Dashboard:
     """``stats``, ``top`` and ``samples`` per latent; ``logits`` None when the SAE does not write
     to the residual stream; ``n_tokens`` the positions counted, in ``n_windows`` windows of
-    ``context_size``; the time split into the
-    model's forward passes (``forward_s``) and the rest (``stats_s``: encoding and keeping)."""
+    ``context_size`` (1 for matrix rows); seconds in the model's forward passes (``forward_s``)
+    and in the rest (``stats_s``: encoding and keeping)."""
 
     stats: LatentStats
     top: Examples
