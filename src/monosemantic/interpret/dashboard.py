@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from monosemantic.data.harvest import forward_activations
 from monosemantic.hooks import HookPoint
 from monosemantic.interpret.examples import ExampleKeeper, Examples
-from monosemantic.interpret.feature_stats import FeatureStats, LatentStats
+from monosemantic.interpret.feature_stats import FeatureStats, Firings, LatentStats
 from monosemantic.interpret.logit_effects import LogitEffects, logit_effects, writes_residual
 from monosemantic.sae.base import SAE
 
@@ -71,14 +71,12 @@ def collect(
         tick = time.perf_counter()
         x = forward_activations(model, ids, [hook])[hook]
         tock = time.perf_counter()
-        codes = sae.encode(x.to(dtype)).float().cpu()  # [b, ctx, d_sae]
+        codes = sae.encode(x.to(dtype)).float().cpu().reshape(-1, sae.d_sae)  # [b·ctx, d_sae]
         skip = None if exclude is None else exclude[start : start + batch_size]
-        counted = codes.reshape(-1, sae.d_sae)
-        if skip is not None:
-            counted = counted[~skip.reshape(-1)]
-        stats.update(counted)
-        top.update(codes, ids, start, skip)
-        samples.update(codes, ids, start, skip)
+        firings = Firings.of(codes, skip)  # found once, shared by all three
+        stats.add(firings)
+        top.add(codes, ids, start, firings)
+        samples.add(codes, ids, start, firings)
         forward_s += tock - tick
         stats_s += time.perf_counter() - tock
     return Dashboard(
@@ -114,9 +112,10 @@ def collect_rows(
         x = rows[start : start + batch_size]
         codes = sae.encode(x.to(sae.W_dec.dtype)).float().cpu()
         index = torch.arange(start, start + len(x))[:, None]  # [b, 1]
-        stats.update(codes)
-        top.update(codes[:, None], index, start)
-        samples.update(codes[:, None], index, start)
+        firings = Firings.of(codes)
+        stats.add(firings)
+        top.add(codes, index, start, firings)
+        samples.add(codes, index, start, firings)
     return Dashboard(
         stats=stats.result(),
         top=top.result(),

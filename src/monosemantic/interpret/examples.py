@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from monosemantic.config import check
+from monosemantic.interpret.feature_stats import Firings
 
 
 @dataclass
@@ -85,14 +86,20 @@ class ExampleKeeper:
         ``ids`` [b, ctx]; ``exclude`` [b, ctx] marks positions (BOS, padding) never kept.
         Work ∝ firings: only the positive codes are ranked."""
         b, ctx, d_sae = codes.shape
-        flat = codes.detach().float().cpu().reshape(b * ctx, d_sae)
-        eligible = flat > 0
-        if exclude is not None:
-            eligible &= ~exclude.cpu().reshape(-1, 1)
-        rows, latents = eligible.nonzero(as_tuple=True)  # the firings, [m] each
+        flat = codes.reshape(b * ctx, d_sae)
+        self.add(flat, ids, first_window, Firings.of(flat, exclude))
+
+    @torch.no_grad()
+    def add(
+        self, codes: torch.Tensor, ids: torch.Tensor, first_window: int, firings: Firings
+    ) -> None:
+        """``update`` with the batch's codes flattened to [b·ctx, d_sae] and its firings
+        found already (``Firings.of``, excluded positions left out)."""
+        ctx, d_sae = ids.shape[1], codes.shape[1]
+        flat = codes.detach().float().cpu()
+        rows, latents, values = firings.rows, firings.latents, firings.values
         if len(rows) == 0:
             return
-        values = flat[rows, latents]
         keys = values if self.top else torch.rand(len(values), generator=self.generator)
         n = self.keys.shape[1]
         entry = best_per_group(latents, keys, n, d_sae)  # [d_sae, n] index into the firings
@@ -106,7 +113,7 @@ class ExampleKeeper:
         latent = torch.arange(d_sae)[:, None, None]
         self._merge(
             keys[entry].masked_fill(~found, -torch.inf),
-            flat[row, latent[..., 0]].where(found, 0.0),
+            values[entry].where(found, 0.0),
             (first_window * ctx + row).masked_fill(~found, -1),
             flat[source, latent].where(inside, 0.0),
             ids.cpu().reshape(-1)[source].where(inside, -1),

@@ -31,6 +31,31 @@ class LatentStats:
     edges: torch.Tensor
 
 
+@dataclass
+class Firings:
+    """Where a batch of codes [n, d_sae] is positive: ``rows``, ``latents``, ``values`` [m]
+    each (values float32), over ``n`` counted rows (excluded rows count and fire nowhere).
+    Found once per batch and shared by ``FeatureStats`` and ``ExampleKeeper``."""
+
+    rows: torch.Tensor
+    latents: torch.Tensor
+    values: torch.Tensor
+    n: int
+
+    @classmethod
+    def of(cls, codes: torch.Tensor, exclude: torch.Tensor | None = None) -> Firings:
+        """codes [n, d_sae]; exclude [n] (or any shape of n elements) marks rows left out."""
+        codes = codes.detach().float().cpu()
+        fired = codes > 0
+        n = codes.shape[0]
+        if exclude is not None:
+            left_out = exclude.cpu().reshape(-1)
+            fired &= ~left_out[:, None]
+            n -= int(left_out.sum())
+        rows, latents = fired.nonzero(as_tuple=True)
+        return cls(rows, latents, codes[rows, latents], n)
+
+
 class FeatureStats:
     """See the module docstring. ``edges``: histogram edges (default 40 log-spaced bins from 1e-3
     to 1e3; activations outside fall into the first or last bin)."""
@@ -44,13 +69,14 @@ class FeatureStats:
         self.max = torch.zeros(d_sae, dtype=torch.float64)
         self.histogram = torch.zeros(d_sae, len(self.edges) - 1, dtype=torch.int64)
 
-    @torch.no_grad()
     def update(self, codes: torch.Tensor) -> None:
-        """codes [n, d_sae] (dense); only the firings (code > 0) are touched after one pass."""
-        codes = codes.detach().cpu()
-        self.n += codes.shape[0]
-        rows, latents = (codes > 0).nonzero(as_tuple=True)
-        values = codes[rows, latents].double()
+        """codes [n, d_sae] (dense)."""
+        self.add(Firings.of(codes))
+
+    def add(self, firings: Firings) -> None:
+        """One batch, by its firings: only they are touched."""
+        latents, values = firings.latents, firings.values.double()
+        self.n += firings.n
         d_sae = len(self.fires)
         self.fires += torch.bincount(latents, minlength=d_sae)
         self.total += torch.bincount(latents, weights=values, minlength=d_sae)
