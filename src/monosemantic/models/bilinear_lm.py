@@ -177,10 +177,12 @@ def train_converted_mlps(
     seed: int,
     desc: str,
     progress: bool,
+    after_step: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Adam on the converted MLPs' weights only, everything else frozen: each step draws
     ``batch_windows`` of ``windows`` [n, ctx] and minimises ``loss(ids, keep)`` (keep: the
-    positions ``exclude`` leaves in), which returns (the loss, a number to log). Returns the
+    positions ``exclude`` leaves in), which returns (the loss, a number to log). Calls
+    ``after_step(steps done)`` after each update (to score the model on the way). Returns the
     logged numbers, one per step."""
     mlps = gated_mlps(converted)
     converted.requires_grad_(False)
@@ -193,7 +195,7 @@ def train_converted_mlps(
     logged: list[float] = []
     try:
         bar = tqdm(range(steps), desc=desc, disable=not progress)
-        for _ in bar:
+        for step in bar:
             pick = torch.randint(len(windows), (batch_windows,), generator=generator)
             value, shown = loss(windows[pick], keep[pick])
             optimizer.zero_grad()
@@ -201,6 +203,11 @@ def train_converted_mlps(
             optimizer.step()
             logged.append(shown)
             bar.set_postfix(loss=f"{shown:.4f}")
+            if after_step is not None:
+                converted.requires_grad_(False)
+                after_step(step + 1)
+                for p in params:
+                    p.requires_grad_(True)
     finally:
         converted.requires_grad_(False)
     return logged
@@ -221,13 +228,14 @@ def fit_locally(
 ) -> list[float]:
     """Local recovery: each converted MLP fitted to the original MLP's outputs on the original's
     own inputs to it: first its down projection solved by least squares over the first
-    ``solve_windows`` windows (``solve_down_projections``), then ``steps`` Adam steps on all its
+    ``solve_windows`` windows (``solve_down_projections``; 0 keeps the down projections), then ``steps`` Adam steps on all its
     weights minimising the fraction of variance unexplained (one pass of the original per step;
     all layers at once, their losses share no weights). ``windows`` [n, ctx]; ``exclude``
     [n, ctx] the positions left out (BOS, with its outsized activations). Returns each converted
     layer's FVU on the last Adam batch, before its update (none when ``steps`` is 0)."""
-    solving = None if exclude is None else exclude[:solve_windows]
-    solve_down_projections(original, converted, windows[:solve_windows], exclude=solving)
+    if solve_windows:
+        solving = None if exclude is None else exclude[:solve_windows]
+        solve_down_projections(original, converted, windows[:solve_windows], exclude=solving)
     layers = converted_layers(converted)
     targets = gated_mlps(converted)
     seen, hooks = recorded_mlp_io(original, layers)
@@ -273,11 +281,12 @@ def fit_globally(
     lr: float = 1e-5,
     seed: int = 0,
     progress: bool = False,
+    after_step: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Global recovery: the converted MLPs' weights fine-tuned on KL(original ‖ converted) of
     the next-token distributions, through the whole model (everything else frozen), at the
     positions ``exclude`` leaves in. Returns the KL (nats per position) of each step's batch,
-    before its update."""
+    before its update; ``after_step`` as in ``train_converted_mlps``."""
 
     def kl(ids: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, float]:
         with torch.no_grad():
@@ -297,4 +306,5 @@ def fit_globally(
         seed=seed,
         desc="fine-tune (KL)",
         progress=progress,
+        after_step=after_step,
     )
