@@ -80,6 +80,10 @@ def test_a_saved_conversion_loads_with_plain_transformers(tmp_path, tiny_lm_fold
         if layers is None:
             torch.testing.assert_close(plain, expected)
             assert not (folder / "bilinear_layers.json").exists()
+            # transformers' own "linear" activation counts as converted: readable from weights
+            plain_model = AutoModelForCausalLM.from_pretrained(folder)
+            assert converted_layers(plain_model) == [0, 1]
+            as_bilinear_mlp(gated_mlps(plain_model)[0])
         else:
             assert not torch.allclose(plain, expected, atol=1e-4)
             assert converted_layers(ours) == [0]

@@ -7,23 +7,22 @@ import json
 import pytest
 import torch
 
+from monosemantic.bilinear.lm_layer import bilinear_layer
 from monosemantic.bilinear.sae_basis import (
     FeatureConfig,
     affine_terms,
-    bilinear_mlp,
     feature_eigenvalues,
     feature_spectrum,
     in_feature_basis,
     output_interactions,
     run_lm_features,
-    token_directions,
     top2_strength,
     top_pairs,
 )
 from monosemantic.config import ConfigError
 from monosemantic.models.layers import BilinearMLP
 from monosemantic.models.zoo.tokenizer import train_tokenizer
-from monosemantic.models.zoo.transformer import LMConfig, build_lm, save_lm
+from monosemantic.models.zoo.transformer import LMConfig, build_lm, shakespeare_corpus
 
 D, H, N = 5, 7, 3
 
@@ -111,21 +110,21 @@ def test_top2_and_top_pairs_against_brute_force():
 def test_errors():
     model = build_lm(LMConfig(mlp="gelu", d_model=16, n_heads=2, vocab_size=300))
     with pytest.raises(ValueError, match="not bilinear"):
-        bilinear_mlp(model, 0)
+        bilinear_layer(model, 0)
     with pytest.raises(ValueError, match="layer=1 is invalid: the model has 1 blocks"):
-        bilinear_mlp(model, 1)
+        bilinear_layer(model, 1)
     with pytest.raises(ConfigError, match=r"k=40 .*d_sae=32"):
         FeatureConfig(d_sae=32, k=40)
 
 
 def test_token_directions_are_the_direct_logit_path():
-    model = build_lm(LMConfig(d_model=16, n_heads=2, vocab_size=300))
+    model = build_lm(LMConfig(mlp="bilinear", d_model=16, n_heads=2, vocab_size=300))
     with torch.no_grad():
         model.norm.weight.uniform_(0.5, 2.0)
         h = torch.randn(4, 16)
         logits = model.unembed(model.norm(h))
     rms = (h.pow(2).mean(-1, keepdim=True) + torch.finfo(h.dtype).eps).sqrt()
-    torch.testing.assert_close(logits, h @ token_directions(model).T / rms)
+    torch.testing.assert_close(logits, h @ bilinear_layer(model, 0).unembed.T / rms)
 
 
 @pytest.mark.slow
@@ -136,12 +135,14 @@ def test_end_to_end_on_a_tiny_model(tmp_path, outputs):
     cfg = LMConfig(d_model=8, n_heads=2, context_size=16, vocab_size=300, val_documents=1)
     texts = tiny_texts()
     model = build_lm(cfg)
-    save_lm(model, train_tokenizer(texts[:-1], 300), tmp_path / "lm")
+    tokenizer = train_tokenizer(texts[:-1], 300)
+    corpus = shakespeare_corpus(cfg, texts=texts, tokenizer=tokenizer)
     feats = FeatureConfig(
         d_sae=24, k=3, sae_steps=30, sae_batch_size=64, harvest_windows=50, top_outputs=4,
         top_pairs=3, outputs=outputs,
     )  # fmt: skip
-    result = run_lm_features(tmp_path / "lm", tmp_path / "out", feats, texts=texts)
+    result = run_lm_features(model, tokenizer, corpus.train, corpus.val, tmp_path / "out", feats,
+                             name="tiny")  # fmt: skip
     saved = json.loads((tmp_path / "out" / "features.json").read_text())
     assert saved["top_outputs"] == result["top_outputs"]
     assert (tmp_path / "out" / "spectrum.png").stat().st_size > 1000

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from monosemantic.bilinear.lm_layer import bilinear_layer
 from monosemantic.bilinear.tensor import Eigendecomposition, interaction_matrices, layer_weights
 from monosemantic.config import check
 from monosemantic.data.harvest import forward_activations
@@ -34,30 +35,12 @@ from monosemantic.data.store import MatrixSource
 from monosemantic.data.tokens import excluded_positions
 from monosemantic.files import atomic_write, write_json
 from monosemantic.models.layers import BilinearMLP
-from monosemantic.models.zoo.tokenizer import load_tokenizer
-from monosemantic.models.zoo.transformer import TinyLM, load_lm, shakespeare_corpus
 from monosemantic.sae.base import SAE
 from monosemantic.sae.io import load_sae, save_sae
 from monosemantic.sae.registry import config, create
 from monosemantic.training.trainer import TrainConfig, train
 
 # --- the maths ----------------------------------------------------------------------------------
-
-
-def bilinear_mlp(model: nn.Module, layer: int) -> BilinearMLP:
-    """The bilinear MLP of block ``layer`` of a zoo ``TinyLM``; a clear error otherwise."""
-    blocks = getattr(model, "blocks", None)
-    if blocks is None or not 0 <= layer < len(blocks):
-        n = 0 if blocks is None else len(blocks)
-        raise ValueError(f"layer={layer} is invalid: the model has {n} blocks")
-    mlp = blocks[layer].mlp
-    if not isinstance(mlp, BilinearMLP):
-        raise ValueError(
-            f"block {layer}'s MLP is a {type(mlp).__name__}, not bilinear: only a bilinear MLP "
-            "has an exact interaction matrix; train one with "
-            "`monosemantic zoo train lm --mlp bilinear`"
-        )
-    return mlp
 
 
 def output_interactions(mlp: BilinearMLP, u: torch.Tensor) -> torch.Tensor:
@@ -172,22 +155,19 @@ class FeatureConfig:
         check(0 < self.max_density <= 1, "max_density", self.max_density, "in (0, 1]")
 
 
-def mlp_hooks(layer: int) -> tuple[str, str]:
-    """The MLP's input and output hook points of block ``layer``."""
-    return f"blocks.{layer}.mlp:input", f"blocks.{layer}.mlp:output"
-
-
 def harvest_mlp(
-    model: nn.Module, tokens: torch.Tensor, layer: int, exclude: torch.Tensor, batch_size: int = 32
+    model: nn.Module,
+    tokens: torch.Tensor,
+    hooks: tuple[str, str],
+    exclude: torch.Tensor,
+    batch_size: int = 32,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """MLP inputs and outputs [rows, d] and token ids [rows] at non-excluded positions.
-
-    tokens, exclude: [n, ctx] (exclude True where a position is left out).
-    """
-    hooks = list(mlp_hooks(layer))
+    """Activations at the MLP's (input, output) ``hooks`` [rows, d] and token ids [rows] at
+    non-excluded positions. tokens, exclude: [n, ctx] (exclude True where a position is left
+    out)."""
     xs, ys = [], []
     for start in range(0, len(tokens), batch_size):
-        acts = forward_activations(model, tokens[start : start + batch_size], hooks)
+        acts = forward_activations(model, tokens[start : start + batch_size], list(hooks))
         keep = ~exclude[start : start + batch_size]
         xs.append(acts[hooks[0]][keep].float())
         ys.append(acts[hooks[1]][keep].float())
@@ -289,47 +269,43 @@ def analyse(
     return rows, values
 
 
-def token_directions(model: TinyLM) -> torch.Tensor:
-    """u_t = W_U[t] ⊙ g [vocab, d]: the direct path from the residual stream to token t's logit
-    through the final RMSNorm (weight g), up to the positive factor 1/rms(h) shared by all t."""
-    return (model.unembed.weight * model.norm.weight).detach()
-
-
 def run_lm_features(
-    model_folder: Path,
+    model: nn.Module,
+    tokenizer: Any,
+    train_windows: torch.Tensor,
+    val_windows: torch.Tensor,
     out: Path,
     cfg: FeatureConfig,
     *,
+    name: str,
     sae_in: Path | None = None,
     sae_out: Path | None = None,
-    texts: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Load a zoo bilinear LM, train (or load) SAEs on its MLP input (and output, with
-    ``cfg.outputs == "sae"``), and write ``features.json`` and ``spectrum.png`` into ``out``.
-    ``texts`` overrides Shakespeare."""
+    """Train (or load) SAEs on the input of a bilinear LM's MLP (and on its output, with
+    ``cfg.outputs == "sae"``) from ``train_windows`` [n, ctx], read the MLP in their basis on
+    ``val_windows``, and write ``features.json`` and ``spectrum.png`` into ``out``. ``model``: a
+    zoo bilinear LM or a converted Hugging Face model (``bilinear_layer``); ``name`` its name."""
     start = time.perf_counter()
-    model, record = load_lm(model_folder)
-    mlp = bilinear_mlp(model, cfg.layer)
-    tokenizer = load_tokenizer(model_folder)
-    corpus = shakespeare_corpus(model.cfg, texts=texts, tokenizer=tokenizer)
-    hooks = mlp_hooks(cfg.layer)
+    layer = bilinear_layer(model, cfg.layer)
+    mlp = layer.mlp
+    hooks = (layer.hook, layer.hook.replace(":input", ":output"))
 
     def rows(windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return harvest_mlp(model, windows, cfg.layer, excluded_positions(windows, tokenizer))
+        return harvest_mlp(model, windows, hooks, excluded_positions(windows, tokenizer))
 
     gen = torch.Generator().manual_seed(cfg.seed)
-    pick = torch.randperm(len(corpus.train), generator=gen)[: cfg.harvest_windows]
-    x_train, y_train, _ = rows(corpus.train[pick])
+    pick = torch.randperm(len(train_windows), generator=gen)[: cfg.harvest_windows]
+    x_train, y_train, _ = rows(train_windows[pick])
 
-    def sae_for(given: Path | None, acts: torch.Tensor, hook: str, name: str) -> SAE:
+    def sae_for(given: Path | None, acts: torch.Tensor, hook: str, folder: str) -> SAE:
         if given:
             return load_sae(given).eval()
-        sae = train_topk(acts, cfg, hook, model.cfg.name)
-        save_sae(sae, out / name)
+        sae = train_topk(acts, cfg, hook, name)
+        save_sae(sae, out / folder)
         return sae.eval()
 
     encoder_in = sae_for(sae_in, x_train, hooks[0], "sae_in")
-    x_val, y_val, ids_val = rows(corpus.val)
+    x_val, y_val, ids_val = rows(val_windows)
     labels_in, freq_in = top_tokens(encoder_in, x_val, ids_val, tokenizer)
     stats: dict[str, Any] = {"sae_in": {"fvu_val": fvu(encoder_in, x_val)}}
     if cfg.outputs == "sae":
@@ -338,7 +314,7 @@ def run_lm_features(
         labels_out, freq_out = top_tokens(encoder_out, y_val, ids_val, tokenizer)
         stats["sae_out"] = {"fvu_val": fvu(encoder_out, y_val)}
     else:
-        u = token_directions(model)
+        u = layer.unembed
         labels_out = [str(tokenizer.decode([t])) for t in range(len(u))]
         freq_out = torch.bincount(ids_val, minlength=len(u)).float() / len(ids_val)
     for name, freq in (("sae_in", freq_in), ("sae_out", freq_out)):
@@ -354,8 +330,7 @@ def run_lm_features(
                 pair[f"tokens_{end}"] = labels_in[pair[end]]
                 pair[f"density_{end}"] = float(freq_in[pair[end]])
     result = {
-        "model": str(model_folder),
-        "model_config": record["config"],
+        "model": name,
         "hooks": list(hooks),
         "config": asdict(cfg),
         "saes": stats,

@@ -2,6 +2,7 @@
 and pretrained SwiGLU language models made bilinear.
 
 monosemantic bilinear decompose mnist --out runs/bilinear
+monosemantic bilinear decompose runs/smollm2-bilinear --layer 29 --out runs/layer29
 monosemantic bilinear lm-features ZOO_LM_FOLDER --out runs/lm-features
 monosemantic bilinear convert smollm2-135m --out runs/smollm2-bilinear
 """
@@ -14,7 +15,11 @@ import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
+import torch
+
+from monosemantic.bilinear.lm_layer import LayerReadingConfig, read_layer
 from monosemantic.bilinear.report import DecomposeConfig, decompose_classifier
 from monosemantic.bilinear.sae_basis import FeatureConfig, run_lm_features
 from monosemantic.commands.options import add_out, add_threads
@@ -31,7 +36,13 @@ from monosemantic.models.bilinear_lm import (
 )
 from monosemantic.models.subject import load_subject
 from monosemantic.models.zoo.mnist import ClassifierConfig, get_classifier, load_classifier
-from monosemantic.models.zoo.transformer import lm_folder
+from monosemantic.models.zoo.tokenizer import load_tokenizer
+from monosemantic.models.zoo.transformer import (
+    is_zoo_folder,
+    lm_folder,
+    load_lm,
+    shakespeare_corpus,
+)
 from monosemantic.runtime import set_threads
 
 DEFAULT_MODEL = "mnist"
@@ -40,6 +51,8 @@ DEFAULT_MODEL = "mnist"
 
 def cmd_decompose(args: argparse.Namespace) -> int:
     set_threads(args.threads)
+    if args.layer is not None:
+        return decompose_lm_layer(args)
     cfg = from_arguments(DecomposeConfig, args)
     if args.model == DEFAULT_MODEL:
         model_cfg = ClassifierConfig()
@@ -69,13 +82,55 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     return 0
 
 
+def decompose_lm_layer(args: argparse.Namespace) -> int:
+    """``decompose MODEL --layer L``: a bilinear LM's MLP read from its weights."""
+    if from_arguments(DecomposeConfig, args) != DecomposeConfig():
+        raise ValueError(
+            "the classifier options (--k-max, --strength, --adversarial, …) do not apply with "
+            "--layer, which reads a language model's MLP; drop them"
+        )
+    cfg = from_arguments(LayerReadingConfig, args, layer=args.layer)
+    model, tokenizer, _, held_out = lm_windows(args.model, args.data)
+    out = Path(args.out)
+    result = read_layer(model, tokenizer, held_out, out, cfg, args.direction)
+    for reading in result["directions"]:
+        print(f"{reading['direction']}: ‖Q‖_F {reading['frobenius']:.3g}, "
+              f"exactness {reading['exactness']:.1e}")  # fmt: skip
+        for vec in reading["eigenvectors"][: args.show]:
+            ends = (vec["embedding_positive"], vec["embedding_negative"])
+            words = " / ".join(" ".join(repr(t["token"]) for t in end[:4]) for end in ends)
+            print(f"  λ {vec['eigenvalue']:+.3g} (mean contribution "
+                  f"{vec['mean_contribution']:+.3g}): {words}")  # fmt: skip
+    print(f"layer_reading.json and spectrum.png in {out}")
+    return 0
+
+
+def lm_windows(name: str, data: str) -> tuple[Any, Any, torch.Tensor, torch.Tensor]:
+    """(model, tokenizer, training windows, held-out windows) of a zoo LM (its own Shakespeare
+    split, with ``data`` the default) or a Hugging Face model (``data`` cut into windows)."""
+    folder = lm_folder(name)
+    if is_zoo_folder(folder) and data == DataConfig.data:
+        model, _ = load_lm(folder)
+        corpus = shakespeare_corpus(model.cfg, tokenizer=load_tokenizer(folder))
+        return model, corpus.tokenizer, corpus.train, corpus.val
+    text = load_subject(resolve(DataConfig(model=name, data=data, truncate=False)))
+    if text is None:
+        raise ValueError(f"--data {data!r} is not text: the MLP is read on text windows")
+    return text.model, text.tokenizer, text.train_tokens, text.eval_tokens
+
+
 def cmd_lm_features(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     cfg = from_arguments(FeatureConfig, args)
+    model, tokenizer, train_windows, val_windows = lm_windows(args.model, args.data)
     result = run_lm_features(
-        lm_folder(args.model),
+        model,
+        tokenizer,
+        train_windows,
+        val_windows,
         Path(args.out),
         cfg,
+        name=args.model,
         sae_in=Path(args.sae_in) if args.sae_in else None,
         sae_out=Path(args.sae_out) if args.sae_out else None,
     )
@@ -154,11 +209,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     decompose.add_argument(
         "model",
         help=f"a folder written by `zoo train mnist`, or '{DEFAULT_MODEL}' for the default "
-        "classifier (shipped weights, else trained and cached)",
+        "classifier (shipped weights, else trained and cached); with --layer, a language model "
+        "with bilinear MLPs (a folder written by `bilinear convert`, or a zoo bilinear LM)",
     )
     add_out(decompose, "output folder", default="runs/bilinear")
     add_threads(decompose)
     add_arguments(decompose, DecomposeConfig)
+    lm = decompose.add_argument_group(
+        "language models",
+        "with --layer: one bilinear MLP's interaction matrices Q(u), their "
+        "eigenvectors read through the model (layer_reading.json, spectrum.png)",
+    )
+    lm.add_argument(
+        "--layer", type=int, help="the block whose MLP is read (an LM, not a classifier)"
+    )
+    lm.add_argument(
+        "--direction",
+        action="append",
+        help="an output direction u, repeatable: 'token: the' (a token's unembedding), "
+        "sae:FOLDER:LATENT (a latent's decoder row) or file:u.npy (default: the tokens whose "
+        "logit the MLP drives most)",
+    )
+    lm.add_argument("--data", default=DataConfig.data, help="held-out text read through the model")
+    lm.add_argument("--show", type=int, default=3, help="eigenvectors printed per direction")
+    add_arguments(decompose, LayerReadingConfig, skip=("layer",))
     decompose.set_defaults(func=cmd_decompose)
 
     feats = commands.add_parser(
@@ -170,8 +244,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     feats.add_argument(
         "model",
-        help="a folder written by `zoo train lm --mlp bilinear`, or zoo:NAME (e.g. "
-        "zoo:shakespeare-bilinear-l1-d128-h512-s1500-seed0, shipped in the package)",
+        help="a folder written by `zoo train lm --mlp bilinear`, zoo:NAME (e.g. "
+        "zoo:shakespeare-bilinear-l1-d128-h512-s1500-seed0, shipped in the package), or a "
+        "Hugging Face model made bilinear by `bilinear convert`",
+    )
+    feats.add_argument(
+        "--data", default=DataConfig.data, help="text whose windows train the SAEs and read them"
     )
     feats.add_argument("--sae-in", help="SAE folder on the MLP input (default: train one)")
     feats.add_argument("--sae-out", help="SAE folder on the MLP output (default: train one)")

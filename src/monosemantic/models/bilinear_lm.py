@@ -44,6 +44,14 @@ def gated_mlps(model: nn.Module) -> list[nn.Module]:
     return found
 
 
+def is_identity(act_fn: nn.Module) -> bool:
+    """Whether a gate activation is the identity: ours (``nn.Identity``) or the one plain
+    transformers builds for ``hidden_act = "linear"``, checked on values of both signs."""
+    probe = torch.linspace(-4.0, 4.0, 17)
+    with torch.no_grad():
+        return torch.equal(act_fn(probe), probe)
+
+
 def convert_to_bilinear(model: nn.Module, layers: Sequence[int] | None = None) -> list[int]:
     """Make the MLPs of ``layers`` (default all) bilinear in place; returns the converted layer
     indices. With every MLP converted, sets ``config.hidden_act = "linear"``."""
@@ -57,7 +65,7 @@ def convert_to_bilinear(model: nn.Module, layers: Sequence[int] | None = None) -
     for i in chosen:
         mlps[i].act_fn = nn.Identity()
     config = getattr(model, "config", None)
-    if config is not None and all(isinstance(m.act_fn, nn.Identity) for m in mlps):
+    if config is not None and all(is_identity(m.act_fn) for m in mlps):
         config.hidden_act = "linear"
     return chosen
 
@@ -65,7 +73,7 @@ def convert_to_bilinear(model: nn.Module, layers: Sequence[int] | None = None) -
 def as_bilinear_mlp(mlp: nn.Module) -> BilinearMLP:
     """A ``BilinearMLP`` holding a converted gated MLP's weights (copied, float64-ready), for
     ``bilinear.tensor``: W = gate_proj, V = up_proj, P = down_proj."""
-    if not isinstance(mlp.act_fn, nn.Identity):
+    if not is_identity(mlp.act_fn):
         raise ValueError(
             f"this MLP's gate is {type(mlp.act_fn).__name__}, not the identity: it is not bilinear "
             "(convert it first with `monosemantic bilinear convert`)"
@@ -84,7 +92,7 @@ def as_bilinear_mlp(mlp: nn.Module) -> BilinearMLP:
 
 def converted_layers(model: nn.Module) -> list[int]:
     """The indices of the model's MLPs whose gate is the identity."""
-    return [i for i, m in enumerate(gated_mlps(model)) if isinstance(m.act_fn, nn.Identity)]
+    return [i for i, m in enumerate(gated_mlps(model)) if is_identity(m.act_fn)]
 
 
 def save_converted(model: nn.Module, tokenizer: Any, out: Path) -> Path:
@@ -228,11 +236,12 @@ def fit_locally(
 ) -> list[float]:
     """Local recovery: each converted MLP fitted to the original MLP's outputs on the original's
     own inputs to it: first its down projection solved by least squares over the first
-    ``solve_windows`` windows (``solve_down_projections``; 0 keeps the down projections), then ``steps`` Adam steps on all its
-    weights minimising the fraction of variance unexplained (one pass of the original per step;
-    all layers at once, their losses share no weights). ``windows`` [n, ctx]; ``exclude``
-    [n, ctx] the positions left out (BOS, with its outsized activations). Returns each converted
-    layer's FVU on the last Adam batch, before its update (none when ``steps`` is 0)."""
+    ``solve_windows`` windows (``solve_down_projections``; 0 keeps the down projections), then
+    ``steps`` Adam steps on all its weights minimising the fraction of variance unexplained
+    (one pass of the original per step; all layers at once, their losses share no weights).
+    ``windows`` [n, ctx]; ``exclude`` [n, ctx] the positions left out (BOS, with its outsized
+    activations). Returns each converted layer's FVU on the last Adam batch, before its update
+    (none when ``steps`` is 0)."""
     if solve_windows:
         solving = None if exclude is None else exclude[:solve_windows]
         solve_down_projections(original, converted, windows[:solve_windows], exclude=solving)
