@@ -14,11 +14,11 @@ from monosemantic.bilinear.lm_layer import (
     LayerReadingConfig,
     bilinear_layer,
     eigenpairs,
-    frobenius_norms,
+    held_out_inputs,
     interaction,
+    moved_tokens,
     parse_direction,
     read_layer,
-    strongest_tokens,
 )
 from monosemantic.hooks import capture
 from monosemantic.models.bilinear_lm import convert_to_bilinear
@@ -45,13 +45,21 @@ def test_q_reads_the_mlp_exactly_and_its_eigenpairs_rebuild_it() -> None:
     torch.testing.assert_close(((x @ vectors.T) ** 2) @ values, ((x @ q) * x).sum(-1))
 
 
-def test_frobenius_norms_without_forming_q_equal_brute_force() -> None:
-    layer = bilinear_layer(converted_llama(), 0)
-    u = torch.randn(7, 32, dtype=torch.float64)
-    brute = torch.stack([interaction(layer.mlp, row).norm() for row in u])
-    torch.testing.assert_close(frobenius_norms(layer.mlp, u), brute)
-    best = [int(i) for i in frobenius_norms(layer.mlp, layer.unembed).topk(3).indices]
-    assert strongest_tokens(layer, 3) == best
+def test_default_directions_are_the_tokens_the_mlp_moves_most_on_the_text(tiny_lm_folder) -> None:
+    from monosemantic.models.hf import load_model
+
+    model, tokenizer = load_model(str(tiny_lm_folder))
+    convert_to_bilinear(model)
+    layer = bilinear_layer(model, 0)
+    ids = windows() % 20 + 3  # a text of 20 distinct tokens
+    held = held_out_inputs(model, layer, ids, tokenizer, first_position=2)
+    assert held.vocabulary.tolist() == ids[:, 2:].unique().tolist()
+    assert len(held.x) == 6 * 10
+    y = layer.mlp(held.x.float()).detach().double()
+    effect = {t: float((y @ layer.unembed[t].double()).abs().mean()) for t in range(3, 23)}
+    assert moved_tokens(layer, held, 3) == sorted(effect, key=effect.get, reverse=True)[:3]
+    with pytest.raises(ValueError, match="no position of"):
+        held_out_inputs(model, layer, ids[:, :2], tokenizer, first_position=2)
 
 
 def test_the_layer_is_found_with_its_norm_hook_and_direct_token_paths() -> None:
@@ -109,15 +117,16 @@ def test_directions_from_a_token_an_sae_latent_and_files(tmp_path, tiny_lm_folde
 
 
 def test_eigenvectors_are_read_through_embeddings_and_activations(tmp_path, tiny_lm_folder) -> None:
-    """Every reported projection equals the brute-force one: token inputs through the norm, and
-    the MLP input captured at the reported window position."""
+    """Every reported projection equals the brute-force one: token inputs through the norm (over
+    the text's tokens), and the MLP input captured at the reported window position (ranked
+    after centring)."""
     from monosemantic.models.hf import load_model
 
     model, tokenizer = load_model(str(tiny_lm_folder))
     convert_to_bilinear(model)
     ids = windows()
     ids[:, 0] = 1  # BOS, left out of the reading
-    cfg = LayerReadingConfig(layer=1, eigenvectors=3, shown=4, context=3)
+    cfg = LayerReadingConfig(layer=1, eigenvectors=3, shown=4, context=3, first_position=1)
     result = read_layer(model, tokenizer, ids, tmp_path, cfg, [f"token: {WORDS[7]}"])
     assert (tmp_path / "spectrum.png").stat().st_size > 0
     assert json.loads((tmp_path / "layer_reading.json").read_text()) == result
@@ -129,20 +138,24 @@ def test_eigenvectors_are_read_through_embeddings_and_activations(tmp_path, tiny
     with capture(model, [layer.hook]) as acts:
         model(ids)
     x = acts[layer.hook].double()  # [n, ctx, d]
+    text_tokens = ids[:, 1:].unique()
     for value, vector, vec in zip(values, vectors, reading["eigenvectors"], strict=True):
         assert vec["eigenvalue"] == pytest.approx(float(value))
-        by_token = layer.token_inputs @ vector
-        assert [t["id"] for t in vec["embedding_positive"]] == by_token.topk(4).indices.tolist()
+        by_token = {int(t): float(layer.token_inputs[t] @ vector) for t in text_tokens}
+        ranked = sorted(by_token, key=by_token.get)
+        assert [t["id"] for t in vec["embedding_positive"]] == ranked[::-1][:4]
         assert [t["token"] for t in vec["embedding_negative"]] == [
-            tokenizer.decode([t]) for t in (-by_token).topk(4).indices
+            tokenizer.decode([t]) for t in ranked[:4]
         ]
         projections = (x[:, 1:] @ vector).flatten()
-        assert [c["projection"] for c in vec["contexts_negative"]] == pytest.approx(
-            (-(-projections).topk(4).values).tolist()
+        centred = projections - projections.mean()
+        assert [c["centred"] for c in vec["contexts_negative"]] == pytest.approx(
+            (-(-centred).topk(4).values).tolist()
         )
         assert vec["mean_contribution"] == pytest.approx(float(value * projections.pow(2).mean()))
         top = vec["contexts_positive"][0]
-        w, pos = divmod(int((x[:, 1:] @ vector).flatten().argmax()), 11)
+        assert top["projection"] == pytest.approx(float(projections.max()))
+        w, pos = divmod(int(projections.argmax()), 11)
         assert top["token"] == tokenizer.decode([ids[w, pos + 1]])
         assert top["context"] == tokenizer.decode(ids[w, max(0, pos + 1 - 3) : pos + 1].tolist())
 

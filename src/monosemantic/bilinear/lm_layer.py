@@ -7,10 +7,13 @@ vector), uᵀy = xᵀ Q(u) x = Σ_i λ_i (v_i · x)² exactly. An eigenvector v_
 when x aligns with it (either sign), the MLP writes λ_i (v_i · x)² along u. Each top eigenvector
 is read two ways:
 
-- through the embeddings: the tokens whose embedding, put through this layer's norm, projects
-  most on v_i (the direct path from the token to the MLP, attention and earlier layers aside);
-- through the activations: the held-out positions whose actual MLP input projects most on v_i,
-  with their context, and v_i's mean contribution λ_i·E[(v_i · x)²] to uᵀy on that text.
+- through the embeddings: the tokens of the text whose embedding, put through this layer's norm,
+  projects most on v_i (the direct path from the token to the MLP, attention and earlier layers
+  aside);
+- through the activations: the held-out positions whose MLP input, less its mean over the text,
+  projects most on v_i, with their context (centred, because a few residual dimensions are large
+  at every position and would otherwise pick the same outliers for every v_i), and v_i's mean
+  contribution λ_i·E[(v_i · x)²] to uᵀy on that text (exact, uncentred).
 
 Works for converted Hugging Face models (``monosemantic bilinear convert``) and the zoo's bilinear
 transformers alike.
@@ -49,9 +52,14 @@ class LayerReadingConfig:
     eigenvectors: int = 10
     """Eigenvectors read per direction (largest |λ| first)."""
     default_directions: int = 5
-    """Without --direction: the tokens whose direct logit the MLP drives most (largest ‖Q‖_F)."""
+    """Without --direction: the tokens whose direct logit the MLP moves most on the text
+    (largest mean |u_tᵀy|)."""
     windows: int = 64
     """Held-out windows whose MLP inputs read the eigenvectors (special tokens left out)."""
+    first_position: int = 2
+    """Positions before this one are left out too: the first token after BOS is an attention
+    sink whose outsized activations (one residual dimension 3× its usual size in SmolLM2) would
+    top every list."""
     shown: int = 8
     """Tokens and contexts shown per eigenvector end."""
     context: int = 6
@@ -63,6 +71,7 @@ class LayerReadingConfig:
             value = getattr(self, name)
             check(isinstance(value, int) and value > 0, name, value, "a positive integer")
         check(self.context >= 0, "context", self.context, ">= 0")
+        check(self.first_position >= 0, "first_position", self.first_position, ">= 0")
 
 
 @dataclass
@@ -138,17 +147,6 @@ def interaction(mlp: BilinearMLP, u: torch.Tensor) -> torch.Tensor:
     return 0.5 * (q + q.T)
 
 
-def frobenius_norms(mlp: BilinearMLP, u: torch.Tensor) -> torch.Tensor:
-    """‖Q(u)‖_F for many directions u [n, d_out] -> [n] without forming any Q.
-
-    With A = Wᵀ diag(m) V and m = Pᵀu, ‖½(A + Aᵀ)‖² = ½(‖A‖² + tr A²) = mᵀ K m, where
-    K = ½((W Wᵀ) ∘ (V Vᵀ) + (V Wᵀ) ∘ (W Vᵀ))  [hidden, hidden]."""
-    w, v, p = (t.double() for t in layer_weights(mlp))  # type: ignore[union-attr]
-    k = 0.5 * ((w @ w.T) * (v @ v.T) + (v @ w.T) * (w @ v.T))
-    m = u.double() @ p  # [n, hidden]
-    return ((m @ k) * m).sum(-1).clamp_min(0).sqrt()
-
-
 def eigenpairs(q: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The n eigenpairs of symmetric q [d, d] with largest |λ|: (values [n], vectors [n, d])."""
     values, vectors = torch.linalg.eigh(q)
@@ -201,35 +199,51 @@ def parse_direction(spec: str, layer: BilinearLayer, tokenizer: Any) -> tuple[st
     )
 
 
-def strongest_tokens(layer: BilinearLayer, n: int) -> list[int]:
-    """The n tokens whose direct logit this MLP drives most: largest ‖Q(u_t)‖_F."""
-    norms = torch.cat([frobenius_norms(layer.mlp, chunk) for chunk in layer.unembed.split(4096)])
-    return norms.topk(n).indices.tolist()
-
-
 # --- reading through the model ------------------------------------------------------------------
 
 
 @dataclass
 class HeldOut:
-    """The layer's MLP inputs on held-out text: x [rows, d] at the kept positions (window,
-    position) [rows, 2] of windows [n, ctx]."""
+    """The layer's MLP inputs on held-out text: x [rows, d] (float64) at the kept positions
+    (window, position) [rows, 2] of windows [n, ctx]; vocabulary: the token ids of the text."""
 
     x: torch.Tensor
     where: torch.Tensor
     windows: torch.Tensor
+    vocabulary: torch.Tensor
 
 
 def held_out_inputs(
-    model: nn.Module, layer: BilinearLayer, windows: torch.Tensor, tokenizer: Any
+    model: nn.Module,
+    layer: BilinearLayer,
+    windows: torch.Tensor,
+    tokenizer: Any,
+    first_position: int = 0,
 ) -> HeldOut:
-    """Harvest the MLP input of ``layer`` on ``windows`` [n, ctx], special tokens left out."""
+    """Harvest the MLP input of ``layer`` on ``windows`` [n, ctx], special tokens and the
+    positions before ``first_position`` left out."""
     keep = ~excluded_positions(windows, tokenizer)
+    keep[:, :first_position] = False
+    if not keep.any():
+        raise ValueError(
+            f"no position of {tuple(windows.shape)} windows is left to read (special tokens and "
+            f"positions < {first_position} are left out); give more text or longer windows"
+        )
     xs = []
     for start in range(0, len(windows), 8):
         acts = forward_activations(model, windows[start : start + 8], [layer.hook])[layer.hook]
         xs.append(acts[keep[start : start + 8].to(acts.device)].double().cpu())
-    return HeldOut(torch.cat(xs), keep.nonzero(), windows)
+    return HeldOut(torch.cat(xs), keep.nonzero(), windows, windows[keep].unique())
+
+
+def moved_tokens(layer: BilinearLayer, held: HeldOut, n: int) -> list[int]:
+    """The n tokens of the text whose direct logit the MLP moves most: largest mean |u_tᵀy| over
+    the held-out positions (y = MLP(x))."""
+    with torch.no_grad():
+        y = copy.deepcopy(layer.mlp).double()(held.x)  # [rows, d]
+    u = layer.unembed[held.vocabulary].double()
+    effect = torch.cat([(chunk @ y.T).abs().mean(-1) for chunk in u.split(1024)])
+    return held.vocabulary[effect.topk(min(n, len(effect))).indices].tolist()
 
 
 def _token(tokenizer: Any, ids: list[int]) -> str:
@@ -245,13 +259,15 @@ def read_eigenvector(
     cfg: LayerReadingConfig,
 ) -> dict[str, Any]:
     """One eigenvector v [d] of Q(u) read through the embeddings and the held-out activations."""
-    by_token = layer.token_inputs @ vector
+    by_token = layer.token_inputs[held.vocabulary] @ vector  # [text vocabulary]
     projections = held.x @ vector  # [rows]
     contribution = value * projections.pow(2)
+    centred = projections - projections.mean()
 
     def tokens(order: torch.Tensor) -> list[dict[str, Any]]:
-        return [{"id": t, "token": _token(tokenizer, [t]), "projection": float(by_token[t])}
-                for t in order.tolist()]  # fmt: skip
+        ids = held.vocabulary[order].tolist()
+        return [{"id": t, "token": _token(tokenizer, [t]), "projection": float(by_token[i])}
+                for i, t in zip(order.tolist(), ids, strict=True)]  # fmt: skip
 
     def contexts(order: torch.Tensor) -> list[dict[str, Any]]:
         rows = []
@@ -262,6 +278,7 @@ def read_eigenvector(
                 "context": _token(tokenizer, before),
                 "token": _token(tokenizer, [held.windows[w, pos].item()]),
                 "projection": float(projections[r]),
+                "centred": float(centred[r]),
             })  # fmt: skip
         return rows
 
@@ -271,8 +288,8 @@ def read_eigenvector(
         "mean_contribution": float(contribution.mean()),
         "embedding_positive": tokens(by_token.topk(top).indices),
         "embedding_negative": tokens((-by_token).topk(top).indices),
-        "contexts_positive": contexts(projections.topk(top).indices),
-        "contexts_negative": contexts((-projections).topk(top).indices),
+        "contexts_positive": contexts(centred.topk(top).indices),
+        "contexts_negative": contexts((-centred).topk(top).indices),
     }
 
 
@@ -328,15 +345,15 @@ def read_layer(
     specs: list[str] | None = None,
 ) -> dict[str, Any]:
     """Read block ``cfg.layer``'s bilinear MLP for each direction spec (``parse_direction``;
-    default: the ``cfg.default_directions`` strongest tokens) on held-out ``windows`` [n, ctx];
+    default: the ``cfg.default_directions`` tokens it moves most) on held-out ``windows`` [n, ctx];
     writes ``layer_reading.json`` and ``spectrum.png`` into ``out``."""
     layer = bilinear_layer(model, cfg.layer)
+    held = held_out_inputs(model, layer, windows[: cfg.windows], tokenizer, cfg.first_position)
     if specs:
         directions = [parse_direction(spec, layer, tokenizer) for spec in specs]
     else:
         directions = [(f"token {_token(tokenizer, [t])!r}", layer.unembed[t])
-                      for t in strongest_tokens(layer, cfg.default_directions)]  # fmt: skip
-    held = held_out_inputs(model, layer, windows[: cfg.windows], tokenizer)
+                      for t in moved_tokens(layer, held, cfg.default_directions)]  # fmt: skip
     readings = [read_direction(label, u, layer, held, tokenizer, cfg) for label, u in directions]
     result = {"layer": cfg.layer, "hook": layer.hook, "config": asdict(cfg),
               "positions": len(held.x), "directions": readings}  # fmt: skip
