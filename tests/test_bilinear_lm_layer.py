@@ -158,13 +158,14 @@ def test_eigenvectors_are_read_through_embeddings_and_activations(tmp_path, tiny
         w, pos = divmod(int(projections.argmax()), 11)
         assert top["token"] == tokenizer.decode([ids[w, pos + 1]])
         assert top["context"] == tokenizer.decode(ids[w, max(0, pos + 1 - 3) : pos + 1].tolist())
+        assert top["next"] == tokenizer.decode(ids[w, pos + 2 : pos + 3].tolist())
 
 
 def test_the_shipped_zoo_bilinear_lm_is_read_the_same_way(tmp_path) -> None:
     from monosemantic.models.hf import load_model
 
     model, tokenizer = load_model("zoo:shakespeare-bilinear-l1-d128-h512-s1500-seed0")
-    cfg = LayerReadingConfig(layer=0, eigenvectors=2, default_directions=2, shown=2)
+    cfg = LayerReadingConfig(layer=0, eigenvectors=2, default_directions=2, first_position=1)
     result = read_layer(model.double(), tokenizer, windows(4, 8) + 20, tmp_path, cfg)
     assert result["hook"] == "blocks.0.mlp:input" and len(result["directions"]) == 2
     assert all(r["exactness"] < 1e-10 for r in result["directions"])

@@ -56,10 +56,10 @@ class LayerReadingConfig:
     (largest mean |u_tᵀy|)."""
     windows: int = 64
     """Held-out windows whose MLP inputs read the eigenvectors (special tokens left out)."""
-    first_position: int = 2
-    """Positions before this one are left out too: the first token after BOS is an attention
-    sink whose outsized activations (one residual dimension 3× its usual size in SmolLM2) would
-    top every list."""
+    first_position: int = 8
+    """Positions before this one are left out too: a window's first tokens sit next to its BOS
+    attention sink and carry outsized activations (SmolLM2's first one has one residual
+    dimension 3× its usual size) that would top every list."""
     shown: int = 8
     """Tokens and contexts shown per eigenvector end."""
     context: int = 6
@@ -277,6 +277,7 @@ def read_eigenvector(
             rows.append({
                 "context": _token(tokenizer, before),
                 "token": _token(tokenizer, [held.windows[w, pos].item()]),
+                "next": _token(tokenizer, held.windows[w, pos + 1 : pos + 2].tolist()),
                 "projection": float(projections[r]),
                 "centred": float(centred[r]),
             })  # fmt: skip
