@@ -119,7 +119,7 @@ def test_directions_from_a_token_an_sae_latent_and_files(tmp_path, tiny_lm_folde
 def test_eigenvectors_are_read_through_embeddings_and_activations(tmp_path, tiny_lm_folder) -> None:
     """Every reported projection equals the brute-force one: token inputs through the norm (over
     the text's tokens), and the MLP input captured at the reported window position (ranked
-    after centring)."""
+    by the cosine after centring)."""
     from monosemantic.models.hf import load_model
 
     model, tokenizer = load_model(str(tiny_lm_folder))
@@ -147,15 +147,16 @@ def test_eigenvectors_are_read_through_embeddings_and_activations(tmp_path, tiny
         assert [t["token"] for t in vec["embedding_negative"]] == [
             tokenizer.decode([t]) for t in ranked[:4]
         ]
-        projections = (x[:, 1:] @ vector).flatten()
-        centred = projections - projections.mean()
-        assert [c["centred"] for c in vec["contexts_negative"]] == pytest.approx(
-            (-(-centred).topk(4).values).tolist()
+        rows = x[:, 1:].reshape(-1, 32)
+        projections = rows @ vector
+        cosine = (rows - rows.mean(0)) @ vector / (rows - rows.mean(0)).norm(dim=-1)
+        assert [c["cosine"] for c in vec["contexts_negative"]] == pytest.approx(
+            (-(-cosine).topk(4).values).tolist()
         )
         assert vec["mean_contribution"] == pytest.approx(float(value * projections.pow(2).mean()))
         top = vec["contexts_positive"][0]
-        assert top["projection"] == pytest.approx(float(projections.max()))
-        w, pos = divmod(int(projections.argmax()), 11)
+        w, pos = divmod(int(cosine.argmax()), 11)
+        assert top["projection"] == pytest.approx(float(projections[cosine.argmax()]))
         assert top["token"] == tokenizer.decode([ids[w, pos + 1]])
         assert top["context"] == tokenizer.decode(ids[w, max(0, pos + 1 - 3) : pos + 1].tolist())
         assert top["next"] == tokenizer.decode(ids[w, pos + 2 : pos + 3].tolist())

@@ -11,9 +11,10 @@ is read two ways:
   projects most on v_i (the direct path from the token to the MLP, attention and earlier layers
   aside);
 - through the activations: the held-out positions whose MLP input, less its mean over the text,
-  projects most on v_i, with their context (centred, because a few residual dimensions are large
-  at every position and would otherwise pick the same outliers for every v_i), and v_i's mean
-  contribution λ_i·E[(v_i · x)²] to uᵀy on that text (exact, uncentred).
+  points most along ±v_i (cosine), with their context, and v_i's mean contribution
+  λ_i·E[(v_i · x)²] to uᵀy on that text (exact, uncentred). Centred, because a few residual
+  dimensions are large at every position; a cosine, because a few positions (the first piece of a
+  word split in pieces, in SmolLM2) have twice the usual norm and would top every list.
 
 Works for converted Hugging Face models (``monosemantic bilinear convert``) and the zoo's bilinear
 transformers alike.
@@ -212,6 +213,11 @@ class HeldOut:
     windows: torch.Tensor
     vocabulary: torch.Tensor
 
+    @property
+    def centred_norms(self) -> torch.Tensor:
+        """‖x − mean(x)‖ per row [rows]."""
+        return (self.x - self.x.mean(0)).norm(dim=-1).clamp_min(1e-12)
+
 
 def held_out_inputs(
     model: nn.Module,
@@ -262,7 +268,7 @@ def read_eigenvector(
     by_token = layer.token_inputs[held.vocabulary] @ vector  # [text vocabulary]
     projections = held.x @ vector  # [rows]
     contribution = value * projections.pow(2)
-    centred = projections - projections.mean()
+    centred = (projections - projections.mean()) / held.centred_norms
 
     def tokens(order: torch.Tensor) -> list[dict[str, Any]]:
         ids = held.vocabulary[order].tolist()
@@ -279,7 +285,7 @@ def read_eigenvector(
                 "token": _token(tokenizer, [held.windows[w, pos].item()]),
                 "next": _token(tokenizer, held.windows[w, pos + 1 : pos + 2].tolist()),
                 "projection": float(projections[r]),
-                "centred": float(centred[r]),
+                "cosine": float(centred[r]),
             })  # fmt: skip
         return rows
 
