@@ -1,6 +1,7 @@
 """``monosemantic zoo train mnist|lm``: train the project's own small models from a seed.
 
 monosemantic zoo train mnist --weight-decay 1.0 --noise 0.4
+monosemantic zoo train mnist --dataset fashion-mnist --data-dir DIR
 monosemantic zoo train lm --mlp bilinear --n-layers 1
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 
 import torch
 
-from monosemantic.commands.options import add_out, add_threads
+from monosemantic.commands.options import add_data_dir, add_out, add_threads
 from monosemantic.config import add_arguments, from_arguments
 from monosemantic.data.images import load_images
 from monosemantic.models.zoo import mnist, transformer
@@ -39,8 +40,9 @@ def print_saved(metrics: dict[str, Any], folder: Path) -> None:
 
 def cmd_train_mnist(args: argparse.Namespace) -> int:
     cfg = from_arguments(mnist.ClassifierConfig, args)
+    data = load_images(cfg.dataset, args.data_dir)
     folder, log = start_run(args, mnist.zoo_folder(cfg))
-    model, metrics = mnist.train_classifier(cfg, load_images(cfg.dataset), log=log)
+    model, metrics = mnist.train_classifier(cfg, data, log=log)
     dtype = torch.float16 if args.half else torch.float32
     mnist.save_classifier(model, folder, metrics, dtype=dtype)
     print_saved(metrics, folder)
@@ -89,6 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train embed → bilinear → head and save model.safetensors, config.json "
         "(config and final metrics) and metrics.jsonl (one line per epoch).",
     )
+    add_data_dir(classifier)
     add_arguments(classifier, mnist.ClassifierConfig, skip=("d_input", "n_classes"))
     classifier.set_defaults(func=cmd_train_mnist)
 
