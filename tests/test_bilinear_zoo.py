@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from monosemantic.cli import main
+from monosemantic.cli import build_parser, main
+from monosemantic.commands.zoo import classifier_config
 from monosemantic.config import ConfigError
 from monosemantic.data.images import (
     FASHION_FILES,
+    IMAGE_DATASETS,
     _ArraysOnly,
     load_fashion_mnist,
     load_images,
@@ -26,6 +28,8 @@ from monosemantic.data.images import (
 )
 from monosemantic.hooks import capture
 from monosemantic.models.zoo.mnist import (
+    DATASET_DEFAULTS,
+    SHIPPED,
     ClassifierConfig,
     build_classifier,
     get_classifier,
@@ -107,6 +111,37 @@ def test_config_errors_name_the_field() -> None:
         ClassifierConfig.from_dict({"depth": 2})
 
 
+def test_per_dataset_defaults_and_explicit_options_win() -> None:
+    assert set(DATASET_DEFAULTS) == set(IMAGE_DATASETS)
+    assert ClassifierConfig.for_dataset("mnist") == ClassifierConfig()
+    fashion = ClassifierConfig.for_dataset("fashion-mnist")
+    for name, value in DATASET_DEFAULTS["fashion-mnist"].items():
+        assert getattr(fashion, name) == value != getattr(ClassifierConfig(), name)
+    assert ClassifierConfig.for_dataset("fashion-mnist", noise=0.7).noise == 0.7
+    with pytest.raises(ConfigError, match=r"dataset='cifar' is invalid: expected one of"):
+        ClassifierConfig.for_dataset("cifar")
+    with pytest.raises(ConfigError, match=r"unknown ClassifierConfig fields \['depth'\]"):
+        ClassifierConfig.for_dataset("mnist", depth=2)
+
+    def parsed(*options: str) -> ClassifierConfig:
+        return classifier_config(build_parser().parse_args(["zoo", "train", "mnist", *options]))
+
+    assert parsed() == ClassifierConfig()
+    assert parsed("--dataset", "fashion-mnist") == fashion
+    given = parsed("--dataset", "fashion-mnist", "--weight-decay", "1.0", "--seed", "3")
+    assert (given.weight_decay, given.seed, given.noise) == (1.0, 3, fashion.noise)
+    with pytest.raises(ConfigError, match=r"noise=-1\.0 is invalid"):
+        parsed("--dataset", "fashion-mnist", "--noise", "-1")
+
+
+def test_mnist_defaults_still_find_the_shipped_model(tmp_path: Path) -> None:
+    cfg = ClassifierConfig.for_dataset("mnist")
+    shipped = json.loads((SHIPPED / cfg.name / "config.json").read_text())
+    assert shipped["config"] == asdict(cfg)  # what get_classifier matches on
+    _, record = get_classifier(cfg, root=tmp_path)  # shipped: no data loaded, nothing trained
+    assert record == shipped and not any(tmp_path.iterdir())
+
+
 def test_fashion_commands_read_data_dir(
     fashion_dir: tuple[Path, np.ndarray, np.ndarray], tmp_path: Path
 ) -> None:
@@ -115,7 +150,7 @@ def test_fashion_commands_read_data_dir(
     small = ["--d-hidden", "8", "--epochs", "2", "--threads", "1", "--out", str(tmp_path / "m")]
     assert main([*train, *small]) == 0
     _, record = load_classifier(tmp_path / "m")
-    expected = ClassifierConfig(dataset="fashion-mnist", d_hidden=8, epochs=2)
+    expected = ClassifierConfig.for_dataset("fashion-mnist", d_hidden=8, epochs=2)
     assert record["config"] == asdict(expected)
     assert len((tmp_path / "m" / "metrics.jsonl").read_text().splitlines()) == 2
     decompose = ["bilinear", "decompose", str(tmp_path / "m"), "--out", str(tmp_path / "d")]
