@@ -19,6 +19,7 @@ from monosemantic.commands.zoo import classifier_config
 from monosemantic.config import ConfigError
 from monosemantic.data.images import (
     FASHION_FILES,
+    FASHION_ROOT,
     IMAGE_DATASETS,
     _ArraysOnly,
     load_fashion_mnist,
@@ -206,3 +207,18 @@ def test_get_classifier_caches_and_checks_the_config(tmp_path: Path) -> None:
     retrained, rec = get_classifier(other, data, root=tmp_path)
     assert rec["config"]["lr"] == 0.02
     assert not torch.allclose(retrained.head.weight, first.head.weight)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not all((FASHION_ROOT / n).exists() for n in FASHION_FILES.values()),
+    reason="needs the Debian dataset-fashion-mnist files (make fashion-mnist)",
+)
+def test_training_smoke_on_real_fashion_mnist() -> None:
+    data = load_images("fashion-mnist")
+    assert (len(data.train_x), len(data.val_x), len(data.test_x)) == (50_000, 10_000, 10_000)
+    assert float(data.train_x.min()) >= 0 and float(data.train_x.max()) == 1.0
+    small = {"d_hidden": 32, "epochs": 3, "batch_size": 200, "train_subset": 2000}
+    cfg = ClassifierConfig.for_dataset("fashion-mnist", **small)
+    _, metrics = train_classifier(cfg, data, progress=False)
+    assert metrics["test_acc"] > 0.55  # chance is 0.1; 0.66 when measured
