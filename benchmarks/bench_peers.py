@@ -415,7 +415,10 @@ def cell(result: dict) -> str:
         return "–"
     if "error" in result:
         return f"error: {result['error']}"
-    return f"{result['tokens_per_s']:,.0f} ({result['fvu']:.2f}, {result['l0']:.0f})"
+    return (
+        f"{result['tokens_per_s']:,.0f} ({result['fvu']:.2f}, {result['l0']:.0f}; "
+        f"{result['peak_rss_mb']:,.0f} MB)"
+    )
 
 
 def table(report: dict) -> str:
@@ -424,7 +427,7 @@ def table(report: dict) -> str:
     run = report["machine"]
     label = lambda lib: f"{lib} {run['versions'].get(lib) or '(not installed)'}"  # noqa: E731
     lines = [
-        "| tokens/s (FVU, L0) | " + " | ".join(label(lib) for lib in libraries) + " |",
+        "| tokens/s (FVU, L0; peak RSS) | " + " | ".join(label(lib) for lib in libraries) + " |",
         "|---" * (len(libraries) + 1) + "|",
     ]
     for arch in report["args"]["architectures"]:
@@ -458,6 +461,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per case")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/peers.json"))
+    parser.add_argument("--table", type=Path, help="print the table of a saved run's JSON")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # library:arch:dtype, in a child
     args = parser.parse_args(argv)
     if args.k > args.atoms or args.k > args.d_sae:
@@ -470,6 +474,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.case:
         print(json.dumps(run_case(args, *args.case.split(":"))))
+        return
+    if args.table:
+        print(table(json.loads(args.table.read_text())))
         return
     from monosemantic.files import write_json
 

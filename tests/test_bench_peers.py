@@ -57,7 +57,7 @@ def test_the_monosemantic_case_trains_and_reports() -> None:
 def test_the_table_marks_missing_and_failed_cases() -> None:
     args = vars(bench_peers.parse_args([*TINY, "--architectures", "topk", "p_anneal"]))
     args["dtypes"] = ["float32"]
-    ok = {"tokens_per_s": 12345.6, "fvu": 0.5, "l0": 32.0}
+    ok = {"tokens_per_s": 12345.6, "fvu": 0.5, "l0": 32.0, "peak_rss_mb": 700.2}
     results = {
         f"{lib}:{arch}:float32": ok if bench_peers.has(lib, arch) else {"missing": True}
         for lib in bench_peers.LIBRARIES
@@ -70,6 +70,9 @@ def test_the_table_marks_missing_and_failed_cases() -> None:
         "bounds_tokens_per_s": {"float32": bench_peers.bounds(3e11, 16, 64)},
     }
     text = bench_peers.table({"args": args, "machine": machine, "results": results})
-    assert "| topk float32 | 12,346 (0.50, 32) | 12,346 (0.50, 32) | error: ImportError" in text
-    assert "| p_anneal float32 | 12,346 (0.50, 32) | – | 12,346 (0.50, 32) |" in text
+    ours = "12,346 (0.50, 32; 700 MB)"
+    assert f"| topk float32 | {ours} | {ours} | error: ImportError" in text
+    assert (
+        "| p_anneal float32 | 12,346 (0.50, 32; 700 MB) | – | 12,346 (0.50, 32; 700 MB) |" in text
+    )
     assert "saelens (not installed)" in text
