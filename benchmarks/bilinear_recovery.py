@@ -44,8 +44,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.plot([r["tokens"] for r in points], [r["ce_candidate"] for r in points], marker,
                 label=stage, ls="-" if stage == "KL fine-tune" else "")  # fmt: skip
     ax.axhline(rows[0]["ce_reference"], color="k", lw=1, label="original SmolLM2-135M")
+    title = f"every MLP bilinear; before recovery: CE {rows[0]['ce_candidate']:.2f}"
     ax.set(xscale="log", xlabel="training tokens spent on recovery", ylabel="held-out CE (nats)",
-           title=f"every MLP bilinear; before recovery: CE {rows[0]['ce_candidate']:.2f}")  # fmt: skip
+           title=title)  # fmt: skip
     ax.legend(fontsize=8)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
