@@ -154,6 +154,7 @@ def test_eigenvectors_are_read_through_embeddings_and_activations(tmp_path, tiny
             (-(-cosine).topk(4).values).tolist()
         )
         assert vec["mean_contribution"] == pytest.approx(float(value * projections.pow(2).mean()))
+        assert vec["mean_projection"] == pytest.approx(float(projections.mean()))
         top = vec["contexts_positive"][0]
         w, pos = divmod(int(cosine.argmax()), 11)
         assert top["projection"] == pytest.approx(float(projections[cosine.argmax()]))

@@ -292,6 +292,7 @@ def read_eigenvector(
     top = cfg.shown
     return {
         "eigenvalue": value,
+        "mean_projection": float(projections.mean()),
         "mean_contribution": float(contribution.mean()),
         "embedding_positive": tokens(by_token.topk(top).indices),
         "embedding_negative": tokens((-by_token).topk(top).indices),
