@@ -19,6 +19,7 @@ from monosemantic.bilinear.lm_layer import (
     moved_tokens,
     parse_direction,
     read_layer,
+    truncation,
 )
 from monosemantic.hooks import capture
 from monosemantic.models.bilinear_lm import convert_to_bilinear
@@ -43,6 +44,12 @@ def test_q_reads_the_mlp_exactly_and_its_eigenpairs_rebuild_it() -> None:
     values, vectors = eigenpairs(q, 32)
     assert torch.all(values.abs()[:-1] >= values.abs()[1:])
     torch.testing.assert_close(((x @ vectors.T) ** 2) @ values, ((x @ q) * x).sum(-1))
+    readout = ((x @ q) * x).sum(-1)
+    top = ((x @ vectors[:1].T) ** 2) @ values[:1]
+    brute = 1 - (top - readout).pow(2).sum() / (readout - readout.mean()).pow(2).sum()
+    shares = truncation(values, vectors, x, readout)
+    assert shares[1] == pytest.approx(float(brute)) and shares[32] == pytest.approx(1.0)
+    assert shares[1] <= shares[10] + 1e-9
 
 
 def test_default_directions_are_the_tokens_the_mlp_moves_most_on_the_text(tiny_lm_folder) -> None:
@@ -132,6 +139,8 @@ def test_eigenvectors_are_read_through_embeddings_and_activations(tmp_path, tiny
     assert json.loads((tmp_path / "layer_reading.json").read_text()) == result
     reading = result["directions"][0]
     assert reading["exactness"] < 1e-10 and result["positions"] == 6 * 11
+    explained = reading["explained_by_top"]
+    assert list(explained) == ["1", "10", "32"] and explained["32"] == pytest.approx(1.0)
     layer = bilinear_layer(model, 1)
     _, u = parse_direction(f"token: {WORDS[7]}", layer, tokenizer)
     values, vectors = eigenpairs(interaction(layer.mlp, u), 3)
