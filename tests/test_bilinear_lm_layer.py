@@ -198,8 +198,9 @@ def test_decompose_with_a_layer_reads_a_converted_model(
     assert reading["directions"][0]["direction"] == f"token {' ' + WORDS[3]!r}"
     assert len(reading["directions"][0]["eigenvectors"]) == 2
     assert "exactness" in capsys.readouterr().out
-    assert main([*args, "--k-max", "5"]) == 2
-    assert "do not apply with --layer" in capsys.readouterr().err
+    for extra in (["--k-max", "5"], ["--data-dir", str(tmp_path)]):
+        assert main([*args, *extra]) == 2
+        assert "do not apply with --layer" in capsys.readouterr().err
     assert main(["bilinear", "decompose", str(tiny_lm_folder), "--layer", "0", "--data",
                  str(tiny_text), "--out", str(out)]) == 2  # fmt: skip
     assert "convert it first" in capsys.readouterr().err

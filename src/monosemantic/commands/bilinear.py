@@ -84,10 +84,10 @@ def cmd_decompose(args: argparse.Namespace) -> int:
 
 def decompose_lm_layer(args: argparse.Namespace) -> int:
     """``decompose MODEL --layer L``: a bilinear LM's MLP read from its weights."""
-    if from_arguments(DecomposeConfig, args) != DecomposeConfig():
+    if from_arguments(DecomposeConfig, args) != DecomposeConfig() or args.data_dir:
         raise ValueError(
-            "the classifier options (--k-max, --strength, --adversarial, …) do not apply with "
-            "--layer, which reads a language model's MLP; drop them"
+            "the classifier options (--k-max, --strength, --adversarial, --data-dir, …) do not "
+            "apply with --layer, which reads a language model's MLP; drop them"
         )
     cfg = from_arguments(LayerReadingConfig, args, layer=args.layer)
     model, tokenizer, _, held_out = lm_windows(args.model, args.data)
@@ -229,7 +229,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         help="an output direction u, repeatable: 'token: the' (a token's unembedding), "
         "sae:FOLDER:LATENT (a latent's decoder row) or file:u.npy (default: the tokens whose "
-        "logit the MLP drives most)",
+        "logit the MLP moves most on the text)",
     )
     lm.add_argument("--data", default=DataConfig.data, help="held-out text read through the model")
     lm.add_argument("--show", type=int, default=3, help="eigenvectors printed per direction")
