@@ -13,7 +13,7 @@ Each case (library × architecture × dtype) runs in its own process (peak RSS f
 that process) and drives the library's own training step (its loss, its optimizer step) on the
 same batches: monosemantic's ``Trainer.train_step``, SAELens's ``SAETrainer.step``,
 dictionary_learning's ``trainer.update``. Adam at lr 5e-4, no warm-up, constant rate, for all.
-bf16 is each library's way: monosemantic keeps its weights in bf16, SAELens autocasts
+bf16 is autocast over float32 weights for all: monosemantic's ``TrainConfig.autocast``, SAELens's
 (``SAETrainerConfig.autocast``), dictionary_learning's update runs under the autocast its
 ``trainSAE`` uses on CUDA (on CPU it only rounds the inputs).
 
@@ -176,17 +176,18 @@ def bounds(rate: float, d_in: int, d_sae: int) -> dict[str, float]:
 
 def monosemantic_case(arch: str, sizes: Sizes, dtype: str, first: torch.Tensor) -> Case:
     """Our ``Trainer.train_step``; it scales inputs to E‖x‖² = 1, so the autoencoder scales in
-    and out."""
+    and out. bf16 is autocast over float32 master weights (``TrainConfig.autocast``)."""
     from monosemantic.sae.registry import config, create
     from monosemantic.training.trainer import TrainConfig, Trainer
 
     settings = OUR_PENALTIES.get(arch, {"k": sizes.k})
-    sae = create(config(arch, d_in=sizes.d_in, d_sae=sizes.d_sae, dtype=dtype, **settings))
+    sae = create(config(arch, d_in=sizes.d_in, d_sae=sizes.d_sae, **settings))
     train = TrainConfig(
         steps=sizes.steps,
         batch_size=sizes.batch_size,
         lr=LR,
         lr_decay_fraction=0.0,
+        autocast=None if dtype == "float32" else dtype,
         progress=False,
     )
     trainer = Trainer([sae], train)
@@ -194,8 +195,8 @@ def monosemantic_case(arch: str, sizes: Sizes, dtype: str, first: torch.Tensor) 
     scale = trainer.input_scale[sae.cfg.hook]
 
     def autoencode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        xs = (x * scale).to(sae.W_dec.dtype)
-        return sae.encode(xs), sae(xs) / scale
+        with trainer.autocast(x):
+            return sae.encode(x * scale), sae(x * scale).float() / scale
 
     return trainer.train_step, autoencode, sae
 

@@ -35,6 +35,7 @@ from monosemantic.training.optimizers import OPTIMIZERS, default_lr, make_optimi
 OBJECTIVES = ("local", "e2e", "e2e+ds")
 Batches = Iterable[Step] | Callable[[int], Iterable[Step]]
 CHECKPOINT = "checkpoint.pt"
+AUTOCAST = (None, "bfloat16", "float16")
 UNMEASURED = -1.0
 """A latent density before the first step."""
 
@@ -71,6 +72,10 @@ class TrainConfig:
     """Resample dead latents every this many steps (Bricken et al. 2023); None: never."""
     grad_clip: float | None = 1.0
     """Clip each SAE's gradient norm to this; None: no clipping."""
+    autocast: str | None = None
+    """bfloat16 (CPU or GPU) or float16 (GPU): each SAE's forward and loss run under
+    torch.autocast in this dtype while its weights and optimiser state keep their own dtype
+    (float32 master weights); None: no autocast."""
     checkpoint_every: int | None = None
     """Write train/checkpoint.pt every this many steps (and at the end); --resume uses it."""
     log_every: int = 50
@@ -114,6 +119,12 @@ class TrainConfig:
             "resample_every",
             self.resample_every,
             "a positive integer or None",
+        )
+        check(
+            self.autocast in AUTOCAST,
+            "autocast",
+            self.autocast,
+            "bfloat16, float16 or None (no autocast)",
         )
         check(self.objective in OBJECTIVES, "objective", self.objective, f"one of {OBJECTIVES}")
         check(self.kl_coefficient > 0, "kl_coefficient", self.kl_coefficient, "> 0")
@@ -274,7 +285,8 @@ class Trainer:
                 steps=self.cfg.steps,
             )
             batch = Batch(x, target, self.input_scale[sae.cfg.target_hook], context)
-            terms, out = self.objective(sae, batch, ctx)
+            with self.autocast(x):
+                terms, out = self.objective(sae, batch, ctx)
             if not torch.isfinite(terms["loss"]):
                 raise FloatingPointError(
                     f"SAE {i} ({sae.architecture}) loss became {terms['loss'].item()} at step "
@@ -304,6 +316,11 @@ class Trainer:
                 }
         self.step += 1
         return logs
+
+    def autocast(self, x: torch.Tensor) -> torch.autocast:
+        """The autocast context of ``cfg.autocast`` on ``x``'s device (disabled without it)."""
+        dtype = getattr(torch, self.cfg.autocast or "bfloat16")
+        return torch.autocast(x.device.type, dtype=dtype, enabled=self.cfg.autocast is not None)
 
     def scaled(self, acts: dict[str, torch.Tensor], hook: str, dtype: torch.dtype) -> torch.Tensor:
         """The rows at ``hook`` in the units the SAEs train in (E‖x‖² = 1), in ``dtype``."""
