@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 
 import numpy as np
 import pytest
@@ -171,3 +172,31 @@ def test_missing_shard_file(cache_dir):
     repair = Recorder()
     write_cache(cache_dir, repair, META)
     assert repair.calls == [3]
+
+
+def resident_kib(folder) -> int:
+    """Resident memory (KiB) of this process's mappings of files in ``folder``."""
+    total, in_folder = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0]:  # a mapping's header: address range, perms, ..., path
+                in_folder = len(fields) > 5 and fields[5].startswith(str(folder))
+            elif in_folder and fields[0] == "Rss:":
+                total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="reads Linux's /proc")
+def test_random_reads_keep_at_most_one_shard_resident(tmp_path):
+    """Random batches touch every page of every shard; a memory map would keep them all in the
+    process's resident memory (the whole cache) if reading did not let them go."""
+    shards, rows, d = 8, 2048, 64
+    write_cache(tmp_path, lambda i: torch.randn(rows, d) if i < shards else None, META)
+    cache = ActivationCache(tmp_path)
+    shard_kib = rows * d * 4 // 1024
+    peak = 0
+    for batch in itertools.islice(cache.batches(256, seed=0), 64):
+        assert batch.shape == (256, d)
+        peak = max(peak, resident_kib(tmp_path))
+    assert peak <= shard_kib, f"{peak} KiB resident, the cache is {shards * shard_kib} KiB"

@@ -8,14 +8,16 @@ each, one row per token position) and ``manifest.json``:
      "shards": [{"file": "shard-00000.safetensors", "rows": 100, "sha256": "..."}, ...]}
 
 Every file is written atomically (temporary file, then ``os.replace``) and the manifest after
-every shard, so a killed run resumes where it stopped. Reading memory-maps the shards, so a cache
-larger than RAM trains fine.
+every shard, so a killed run resumes where it stopped. Reading memory-maps the shards and drops
+each shard's pages from resident memory once a batch's rows are copied out, so a cache larger
+than RAM trains fine and the process holds at most one shard's pages beyond the batch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -210,7 +212,21 @@ def _write_shard(folder: Path, index: int, shard: torch.Tensor) -> ShardInfo:
     return ShardInfo(file=name, rows=shard.shape[0], sha256=hashlib.sha256(data).hexdigest())
 
 
-def _memmap(path: Path, rows: int, d: int, dtype: str) -> np.memmap:
+class _Shard:
+    """One shard's rows ``[rows, d]`` memory-mapped read-only; ``release`` drops the pages the
+    process has read from its resident memory (they stay in the page cache, so a later read is
+    cheap). Without it, reading random rows would grow resident memory to the whole cache."""
+
+    def __init__(self, mapped: mmap.mmap, rows: np.ndarray) -> None:
+        self.mapped = mapped
+        self.rows = rows
+
+    def release(self) -> None:
+        if hasattr(mmap, "MADV_DONTNEED"):  # Linux, macOS; elsewhere the OS decides
+            self.mapped.madvise(mmap.MADV_DONTNEED)
+
+
+def _memmap(path: Path, rows: int, d: int, dtype: str) -> _Shard:
     """Map the ``activations`` tensor of a safetensors file, checking its header against the file.
 
     Layout: 8-byte little-endian header length n, n bytes of JSON header (dtype, shape,
@@ -245,7 +261,10 @@ def _memmap(path: Path, rows: int, d: int, dtype: str) -> np.memmap:
     expected = rows * d * np.dtype(np_dtype).itemsize
     if end - start != expected or 8 + n + end != size:
         raise corrupt(f"{size} bytes, expected {8 + n + start + expected} for shape {shape}")
-    return np.memmap(path, dtype=np_dtype, mode="r", offset=8 + n + start, shape=(rows, d))
+    with path.open("rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    array = np.frombuffer(mapped, dtype=np_dtype, count=rows * d, offset=8 + n + start)
+    return _Shard(mapped, array.reshape(rows, d))
 
 
 class ActivationCache:
@@ -301,7 +320,8 @@ class ActivationCache:
         out = np.empty((len(indices), self.d), dtype=_DTYPES[self.manifest.dtype][1])
         for s in np.flatnonzero(bounds[1:] > bounds[:-1]):
             lo, hi = bounds[s], bounds[s + 1]
-            out[order[lo:hi]] = self.maps[s][ascending[lo:hi] - self.starts[s]]
+            out[order[lo:hi]] = self.maps[s].rows[ascending[lo:hi] - self.starts[s]]
+            self.maps[s].release()  # at most one shard's pages resident at a time
         return torch.from_numpy(out).view(self.torch_dtype).float()
 
     def batches(self, batch_size: int, *, seed: int, start_step: int = 0) -> Iterator[torch.Tensor]:

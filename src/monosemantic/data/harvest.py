@@ -16,6 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from monosemantic.data.cache import Manifest, write_cache
+from monosemantic.data.prefetch import prefetch
 from monosemantic.data.store import ShuffleBuffer, rows_at
 from monosemantic.hooks import HookPoint, capture, expand_layers, is_layer_pattern, run_until
 from monosemantic.runtime import device_of, dtype_named
@@ -77,6 +78,12 @@ class LiveActivations:
 
     ``batches(..., start_step=s)`` replays the stream and skips s batches, so a resumed run sees
     exactly the batches the original would have (at the cost of re-harvesting them).
+
+    ``prefetch`` > 0 runs the model (and the shuffle buffer) in a background thread up to that
+    many batches ahead of the trainer, with ``producer_threads`` torch threads (None: torch's
+    default); the batches are the same, in the same order. Nothing else may run the model while
+    a prefetched stream is open (hooks belong to the model, not to a thread): the trainer closes
+    it when training ends.
     """
 
     model: nn.Module
@@ -86,6 +93,8 @@ class LiveActivations:
     windows_per_forward: int = 8
     buffer_rows: int = 65536
     truncate: bool = True
+    prefetch: int = 0
+    producer_threads: int | None = None
 
     def _rows(self, seed: int) -> Iterator[dict[str, torch.Tensor]]:
         epoch = 0
@@ -106,6 +115,18 @@ class LiveActivations:
 
     def batches(
         self, batch_size: int, *, seed: int, start_step: int = 0
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches ``{hook: [batch_size, d_hook]}``, see ``store.ActivationSource``."""
+        if not self.prefetch:
+            return self._batches(batch_size, seed, start_step)
+        return prefetch(
+            lambda: self._batches(batch_size, seed, start_step),
+            self.prefetch,
+            threads=self.producer_threads,
+        )
+
+    def _batches(
+        self, batch_size: int, seed: int, start_step: int
     ) -> Iterator[dict[str, torch.Tensor]]:
         widths: list[int] = []
 

@@ -75,6 +75,9 @@ class DataConfig:
     """Token windows per forward pass of the model."""
     buffer_rows: int = 65536
     """Rows in the shuffle buffer that mixes activations of many contexts."""
+    prefetch: int = 2
+    """Training batches a background thread harvests ahead of the trainer, so the model's
+    forward pass overlaps the SAE step (same batches, same order); 0: the two in turn."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -106,6 +109,7 @@ class DataConfig:
             f">= context_size={self.context_size}",
         )
         check(0 < self.eval_fraction < 1, "eval_fraction", self.eval_fraction, "in (0, 1)")
+        check(self.prefetch >= 0, "prefetch", self.prefetch, "an integer >= 0 (0: no prefetch)")
 
     @property
     def points(self) -> list[str]:
@@ -276,6 +280,7 @@ def open_sources(
         windows_per_forward=cfg.windows_per_forward,
         buffer_rows=cfg.buffer_rows,
         truncate=cfg.truncate,
+        prefetch=cfg.prefetch,
     )
     widths = hook_widths(text.model, points)
     for pattern in filter(is_layer_pattern, cfg.points):  # a multi-layer SAE reads them all

@@ -162,7 +162,7 @@ def check_run_folder(out: Path, settings: dict[str, Any], *, resume: bool, overw
         )
 
 
-RESUMABLE_CHANGES = ("progress", "log_every")
+RESUMABLE_CHANGES = ("progress", "log_every", "prefetch")
 """Settings a resumed run may change: they do not affect the result."""
 
 

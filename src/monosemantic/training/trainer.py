@@ -497,6 +497,10 @@ class Trainer:
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.out_dir:
                     self.save_checkpoint()
         finally:
+            # a source that runs ahead in a thread (data.prefetch) stops when its iterator closes
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
             bar.close()
             if log_file is not None:
                 log_file.close()
