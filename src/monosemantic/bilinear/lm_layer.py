@@ -98,12 +98,12 @@ def _blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in named if isinstance(getattr(m, "mlp", None), nn.Module)]
 
 
-def _final_parts(model: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:
+def _final_parts(model: Any) -> tuple[Any, Any, Any]:
     """(input embedding, output embedding, final norm) of a zoo TinyLM or a Hugging Face LM."""
     if hasattr(model, "get_output_embeddings"):
         base = getattr(model, "model", model)
-        return model.get_input_embeddings(), model.get_output_embeddings(), base.norm  # type: ignore[operator]
-    return model.embed, model.unembed, model.norm  # type: ignore[return-value]
+        return model.get_input_embeddings(), model.get_output_embeddings(), base.norm
+    return model.embed, model.unembed, model.norm
 
 
 def bilinear_layer(model: nn.Module, layer: int) -> BilinearLayer:
@@ -297,7 +297,7 @@ def read_eigenvector(
             before = held.windows[w, max(0, pos - cfg.context) : pos].tolist()
             rows.append({
                 "context": _token(tokenizer, before),
-                "token": _token(tokenizer, [held.windows[w, pos].item()]),
+                "token": _token(tokenizer, [int(held.windows[w, pos])]),
                 "next": _token(tokenizer, held.windows[w, pos + 1 : pos + 2].tolist()),
                 "projection": float(projections[r]),
                 "cosine": float(centred[r]),

@@ -44,7 +44,7 @@ def gated_mlps(model: nn.Module) -> list[nn.Module]:
     return found
 
 
-def is_identity(act_fn: nn.Module) -> bool:
+def is_identity(act_fn: Any) -> bool:
     """Whether a gate activation is the identity: ours (``nn.Identity``) or the one plain
     transformers builds for ``hidden_act = "linear"``, checked on values of both signs."""
     probe = torch.linspace(-4.0, 4.0, 17)
