@@ -77,3 +77,22 @@ def test_autocast_training_keeps_float32_weights_and_reaches_the_same_fvu() -> N
 def test_an_unknown_autocast_dtype_is_refused() -> None:
     with pytest.raises(ConfigError, match="autocast='int8' is invalid: expected bfloat16, float16"):
         TrainConfig(autocast="int8")
+
+
+def test_harvesting_under_autocast_matches_float32_within_bf16_tolerance() -> None:
+    from conftest import make_tiny_llama
+
+    from monosemantic.data.harvest import forward_activations
+    from monosemantic.data.sources import DataConfig
+
+    model = make_tiny_llama()
+    tokens = torch.randint(3, 100, (4, 12), generator=torch.Generator().manual_seed(0))
+    hooks = ["model.layers.1.mlp:input", "model.layers.1:output"]
+    exact = forward_activations(model, tokens, hooks)
+    mixed = forward_activations(model, tokens, hooks, autocast="bfloat16")
+    assert next(model.parameters()).dtype == torch.float32
+    for hook in hooks:
+        error = (mixed[hook].float() - exact[hook]).norm() / exact[hook].norm()
+        assert 0 < error < 3e-2, (hook, float(error))
+    with pytest.raises(ConfigError, match="harvest_autocast='fp8' is invalid"):
+        DataConfig(harvest_autocast="fp8")

@@ -23,11 +23,19 @@ from monosemantic.runtime import device_of, dtype_named
 
 
 def forward_activations(
-    model: nn.Module, tokens: torch.Tensor, hooks: list[str], *, truncate: bool = True
+    model: nn.Module,
+    tokens: torch.Tensor,
+    hooks: list[str],
+    *,
+    truncate: bool = True,
+    autocast: str | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Activations at ``hooks`` for tokens [batch, ctx] -> {hook: [batch, ctx, d]}, detached."""
+    """Activations at ``hooks`` for tokens [batch, ctx] -> {hook: [batch, ctx, d]}, detached;
+    with ``autocast`` (bfloat16, float16) the forward runs under torch.autocast in that dtype."""
     tokens = tokens.to(device_of(model))
-    with torch.no_grad():
+    dtype = getattr(torch, autocast or "bfloat16")
+    mixed = torch.autocast(tokens.device.type, dtype=dtype, enabled=autocast is not None)
+    with torch.no_grad(), mixed:
         if truncate:
             acts = run_until(model, hooks, input_ids=tokens)
         else:
@@ -51,16 +59,18 @@ def harvest(
     batch_size: int = 8,
     exclude: torch.Tensor | None = None,
     truncate: bool = True,
+    autocast: str | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Yield float32 activation rows ``{hook: [rows, d_hook]}``, ``batch_size`` windows per
     forward pass; row i of every hook comes from the same token position.
 
     tokens: [n, ctx]; exclude: [n, ctx] bool, True where a position's activation is dropped
-    (BOS and other special tokens by default, since their activations are outliers).
+    (BOS and other special tokens by default, since their activations are outliers); autocast
+    as in ``forward_activations``.
     """
     for start in range(0, len(tokens), batch_size):
         window = tokens[start : start + batch_size]
-        acts = forward_activations(model, window, list(hooks), truncate=truncate)
+        acts = forward_activations(model, window, list(hooks), truncate=truncate, autocast=autocast)
         keep = None if exclude is None else ~exclude[start : start + batch_size]
         yield {
             hook: rows.float().cpu().reshape(-1, rows.shape[-1])
@@ -93,6 +103,7 @@ class LiveActivations:
     windows_per_forward: int = 8
     buffer_rows: int = 65536
     truncate: bool = True
+    autocast: str | None = None
     prefetch: int = 0
     producer_threads: int | None = None
 
@@ -110,6 +121,7 @@ class LiveActivations:
                 batch_size=self.windows_per_forward,
                 exclude=exclude,
                 truncate=self.truncate,
+                autocast=self.autocast,
             )
             epoch += 1
 
@@ -157,6 +169,7 @@ def harvest_to_cache(
     shard_windows: int = 64,
     store_dtype: str = "float32",
     truncate: bool = True,
+    autocast: str | None = None,
 ) -> Manifest:
     """Write the activations at ``hook`` for tokens [n, ctx] to ``folder`` as shards of
     ``shard_windows`` windows each; a layer pattern (``model.layers.*:output``) stores every
@@ -180,6 +193,7 @@ def harvest_to_cache(
             points,
             exclude=None if exclude is None else exclude[window],
             truncate=truncate,
+            autocast=autocast,
         )
         return torch.cat([rows_at(acts, hook) for acts in chunks]).to(dtype)
 

@@ -54,6 +54,9 @@ class DataConfig:
     activation cache folder, or a matrix file (.npy/.safetensors/.csv/.parquet) of activations."""
     dtype: str = "float32"
     """Model dtype (float32, bfloat16, float16)."""
+    harvest_autocast: str | None = None
+    """bfloat16 (CPU or GPU) or float16 (GPU): the model's forward passes that harvest
+    activations run under torch.autocast in this dtype, its weights staying in --dtype."""
     drop_non_finite: bool = False
     """Leave out matrix rows holding NaN or Inf (counted in a warning) instead of refusing them."""
     allow_pickled_weights: bool = False
@@ -109,6 +112,12 @@ class DataConfig:
             f">= context_size={self.context_size}",
         )
         check(0 < self.eval_fraction < 1, "eval_fraction", self.eval_fraction, "in (0, 1)")
+        check(
+            self.harvest_autocast in (None, "bfloat16", "float16"),
+            "harvest_autocast",
+            self.harvest_autocast,
+            "bfloat16, float16 or None (no autocast)",
+        )
         check(self.prefetch >= 0, "prefetch", self.prefetch, "an integer >= 0 (0: no prefetch)")
 
     @property
@@ -280,6 +289,7 @@ def open_sources(
         windows_per_forward=cfg.windows_per_forward,
         buffer_rows=cfg.buffer_rows,
         truncate=cfg.truncate,
+        autocast=cfg.harvest_autocast,
         prefetch=cfg.prefetch,
     )
     widths = hook_widths(text.model, points)
@@ -305,6 +315,7 @@ def held_out(cfg: DataConfig, text: Text) -> Iterator[dict[str, torch.Tensor]]:
         batch_size=cfg.windows_per_forward,
         exclude=text.eval_exclude,
         truncate=cfg.truncate,
+        autocast=cfg.harvest_autocast,
     )
 
 
@@ -332,4 +343,5 @@ def cache_activations(
         shard_windows=shard_windows,
         store_dtype=store_dtype,
         truncate=cfg.truncate,
+        autocast=cfg.harvest_autocast,
     )
