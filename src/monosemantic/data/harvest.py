@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from monosemantic.data.cache import Manifest, write_cache
-from monosemantic.data.store import ShuffleBuffer, rows_at
+from monosemantic.data.store import WHOLE, Part, ShuffleBuffer, part_rows, rows_at
 from monosemantic.hooks import HookPoint, capture, expand_layers, is_layer_pattern, run_until
 from monosemantic.runtime import device_of, dtype_named
 
@@ -77,6 +77,11 @@ class LiveActivations:
 
     ``batches(..., start_step=s)`` replays the stream and skips s batches, so a resumed run sees
     exactly the batches the original would have (at the cost of re-harvesting them).
+
+    ``part=(i, n)``: this process harvests every n-th window of the order, from the i-th, into a
+    buffer of its own and yields ``batch_size / n`` rows a step; n processes run the model once
+    per window between them, so their batches together are a batch of the same windows' rows,
+    not the rows one process would draw (which would need each process to run every window).
     """
 
     model: nn.Module
@@ -87,12 +92,13 @@ class LiveActivations:
     buffer_rows: int = 65536
     truncate: bool = True
 
-    def _rows(self, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+    def _rows(self, seed: int, part: Part) -> Iterator[dict[str, torch.Tensor]]:
+        index, count = part
         epoch = 0
         while True:
             order = torch.randperm(
                 len(self.tokens), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            )
+            )[index::count]
             exclude = self.exclude[order] if self.exclude is not None else None
             yield from harvest(
                 self.model,
@@ -105,18 +111,19 @@ class LiveActivations:
             epoch += 1
 
     def batches(
-        self, batch_size: int, *, seed: int, start_step: int = 0
+        self, batch_size: int, *, seed: int, start_step: int = 0, part: Part = WHOLE
     ) -> Iterator[dict[str, torch.Tensor]]:
+        rows = part_rows(batch_size, part)
         widths: list[int] = []
 
         def side_by_side() -> Iterator[torch.Tensor]:
             """Every hook's rows in one [rows, Σ d] tensor, so one buffer shuffles them alike."""
-            for acts in self._rows(seed):
+            for acts in self._rows(seed, part):
                 widths[:] = [rows.shape[1] for rows in acts.values()]
                 yield torch.cat(list(acts.values()), dim=1)
 
         buffer = ShuffleBuffer(
-            side_by_side(), capacity=self.buffer_rows, batch_size=batch_size, seed=seed
+            side_by_side(), capacity=self.buffer_rows, batch_size=rows.stop - rows.start, seed=seed
         )
         stream = iter(buffer)
         for _ in range(start_step):

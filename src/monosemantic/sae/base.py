@@ -23,6 +23,7 @@ the objective's (``penalties``).
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -186,6 +187,10 @@ class LossContext:
     """The training step being taken (0-based), for loss terms with a schedule."""
     steps: int = 1
     """The run's number of steps."""
+    across_ranks: Callable[[torch.Tensor, str], torch.Tensor] = lambda tensor, op: tensor
+    """``(tensor, op)`` -> the tensor reduced over data-parallel processes (op: mean, sum, min,
+    max; in place); identity in one process. ``update_state`` passes its batch statistics through
+    it, so every process keeps the same state."""
 
 
 Penalties = dict[str, tuple[float, torch.Tensor]]
