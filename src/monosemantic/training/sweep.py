@@ -330,7 +330,7 @@ def train_sweep(
         }
         write_json(folder / "eval.json", summary)
         summaries.append(summary)
-    summaries = [s for part in world.gather_objects(summaries) for s in part]
+    summaries = [s for theirs in world.gather_objects(summaries) for s in theirs]
     summaries.sort(key=lambda s: names.index(s["name"]))  # the sweep's order, from rank order
     if world.main:
         write_json(out / "summary.json", {"timings": timings, "saes": summaries})
