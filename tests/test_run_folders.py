@@ -114,3 +114,20 @@ def test_resume_refuses_data_that_changed_under_the_same_name(matrix, tmp_path, 
     np.save(matrix, np.load(matrix) * 2)  # other rows, same path
     assert train_cli(matrix, out, "--k", "4", "--resume") == 2
     assert "data_identity.sha256" in capsys.readouterr().err
+
+
+def test_a_run_from_before_a_setting_existed_resumes_as_if_it_held_its_default(
+    matrix, tmp_path, capsys
+):
+    """config.json of an older version lacks later settings (launch, train.autocast): resuming
+    takes them at their defaults, and a non-default value now is refused."""
+    out = tmp_path / "run"
+    assert train_cli(matrix, out, "--k", "4", "--checkpoint-every", "10") == 0
+    record = json.loads((out / "config.json").read_text())
+    del record["launch"], record["train"]["autocast"]
+    (out / "config.json").write_text(json.dumps(record))
+    assert train_cli(matrix, out, "--k", "4", "--checkpoint-every", "10", "--resume") == 0
+    (out / "config.json").write_text(json.dumps(record))
+    resumed = ["--k", "4", "--checkpoint-every", "10", "--resume", "--autocast", "bfloat16"]
+    assert train_cli(matrix, out, *resumed) == 2
+    assert "train.autocast: None then, 'bfloat16' now" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from monosemantic.commands.options import add_out
 from monosemantic.config import add_arguments, add_option, field_help, from_arguments
 from monosemantic.data.sources import DataConfig
 from monosemantic.sae.registry import ARCHITECTURES, architecture_fields
+from monosemantic.training.distributed import launch
 from monosemantic.training.sweep import SweepConfig, train_sweep
 from monosemantic.training.trainer import TrainConfig
 
@@ -96,7 +97,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "on the activations of one model pass, then evaluate and save them; with --hook-out, "
         "transcoders from each --hook to its --hook-out; a --hook with '*' for the layer index "
         "(model.layers.*:output) trains one multi-layer SAE over every layer. "
-        "Example: monosemantic train --hook model.layers.3.mlp:output --k 16 32 --out runs/l3",
+        "Example: monosemantic train --hook model.layers.3.mlp:output --k 16 32 --out runs/l3. "
+        "Under torchrun --nproc_per_node N it trains data-parallel (docs/scaling.md).",
     )
     add_out(parser, "output folder", default="runs/train")
     parser.add_argument(
@@ -114,14 +116,19 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    summaries = train_sweep(
-        from_arguments(DataConfig, args),
-        sweep_from_arguments(args, args.sweep_fields),
-        from_arguments(TrainConfig, args),
-        Path(args.out),
-        resume=args.resume,
-        overwrite=args.overwrite,
-    )
+    """Train under torchrun too: ``launch`` joins its process group (docs/scaling.md)."""
+    with launch() as world:
+        summaries = train_sweep(
+            from_arguments(DataConfig, args),
+            sweep_from_arguments(args, args.sweep_fields),
+            from_arguments(TrainConfig, args),
+            Path(args.out),
+            resume=args.resume,
+            overwrite=args.overwrite,
+            world=world,
+        )
+    if not world.main:
+        return 0
     for s in summaries:
         shown = {k: round(v, 4) for k, v in s["eval"].items() if isinstance(v, float)}
         print(f"{s['name']}: {json.dumps(shown)}\n  saved to {s['folder']}")

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import save
 
-from monosemantic.data.store import shuffled_indices
+from monosemantic.data.store import WHOLE, Part, shuffled_indices
 from monosemantic.files import atomic_write_bytes, remove_partial_writes
 
 MANIFEST = "manifest.json"
@@ -324,9 +324,15 @@ class ActivationCache:
             self.maps[s].release()  # at most one shard's pages resident at a time
         return torch.from_numpy(out).view(self.torch_dtype).float()
 
-    def batches(self, batch_size: int, *, seed: int, start_step: int = 0) -> Iterator[torch.Tensor]:
-        """Float32 batches ``[batch_size, d]`` of rows, see ``store.ActivationSource``."""
-        for idx in shuffled_indices(len(self), batch_size, seed=seed, start_step=start_step):
+    def batches(
+        self, batch_size: int, *, seed: int, start_step: int = 0, part: Part = WHOLE
+    ) -> Iterator[torch.Tensor]:
+        """Float32 batches ``[batch_size / count, d]`` of rows, see ``store.ActivationSource``;
+        a part reads only its own rows, from whichever shards hold them."""
+        indices = shuffled_indices(
+            len(self), batch_size, seed=seed, start_step=start_step, part=part
+        )
+        for idx in indices:
             yield self.rows(idx)
 
     def verify(self) -> None:

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from monosemantic.data.cache import Manifest, write_cache
 from monosemantic.data.prefetch import prefetch
-from monosemantic.data.store import ShuffleBuffer, rows_at
+from monosemantic.data.store import WHOLE, Part, ShuffleBuffer, part_rows, rows_at
 from monosemantic.hooks import HookPoint, capture, expand_layers, is_layer_pattern, run_until
 from monosemantic.runtime import device_of, dtype_named
 
@@ -94,6 +94,11 @@ class LiveActivations:
     default); the batches are the same, in the same order. Nothing else may run the model while
     a prefetched stream is open (hooks belong to the model, not to a thread): the trainer closes
     it when training ends.
+
+    ``part=(i, n)``: this process harvests every n-th window of the order, from the i-th, into a
+    buffer of its own and yields ``batch_size / n`` rows a step; n processes run the model once
+    per window between them, so their batches together are a batch of the same windows' rows,
+    not the rows one process would draw (which would need each process to run every window).
     """
 
     model: nn.Module
@@ -107,12 +112,13 @@ class LiveActivations:
     prefetch: int = 0
     producer_threads: int | None = None
 
-    def _rows(self, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+    def _rows(self, seed: int, part: Part) -> Iterator[dict[str, torch.Tensor]]:
+        index, count = part
         epoch = 0
         while True:
             order = torch.randperm(
                 len(self.tokens), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            )
+            )[index::count]
             exclude = self.exclude[order] if self.exclude is not None else None
             yield from harvest(
                 self.model,
@@ -126,30 +132,31 @@ class LiveActivations:
             epoch += 1
 
     def batches(
-        self, batch_size: int, *, seed: int, start_step: int = 0
+        self, batch_size: int, *, seed: int, start_step: int = 0, part: Part = WHOLE
     ) -> Iterator[dict[str, torch.Tensor]]:
-        """Batches ``{hook: [batch_size, d_hook]}``, see ``store.ActivationSource``."""
+        """Batches ``{hook: [batch_size / n, d_hook]}``, see ``store.ActivationSource``."""
         if not self.prefetch:
-            return self._batches(batch_size, seed, start_step)
+            return self._batches(batch_size, seed, start_step, part)
         return prefetch(
-            lambda: self._batches(batch_size, seed, start_step),
+            lambda: self._batches(batch_size, seed, start_step, part),
             self.prefetch,
             threads=self.producer_threads,
         )
 
     def _batches(
-        self, batch_size: int, seed: int, start_step: int
+        self, batch_size: int, seed: int, start_step: int, part: Part
     ) -> Iterator[dict[str, torch.Tensor]]:
+        rows = part_rows(batch_size, part)
         widths: list[int] = []
 
         def side_by_side() -> Iterator[torch.Tensor]:
             """Every hook's rows in one [rows, Σ d] tensor, so one buffer shuffles them alike."""
-            for acts in self._rows(seed):
-                widths[:] = [rows.shape[1] for rows in acts.values()]
+            for acts in self._rows(seed, part):
+                widths[:] = [hook_rows.shape[1] for hook_rows in acts.values()]
                 yield torch.cat(list(acts.values()), dim=1)
 
         buffer = ShuffleBuffer(
-            side_by_side(), capacity=self.buffer_rows, batch_size=batch_size, seed=seed
+            side_by_side(), capacity=self.buffer_rows, batch_size=rows.stop - rows.start, seed=seed
         )
         stream = iter(buffer)
         for _ in range(start_step):

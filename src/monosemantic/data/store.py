@@ -5,6 +5,10 @@
 - ``ShuffleBuffer``: mixes rows of a stream of chunks (e.g. activations harvested live, one
   chunk per forward pass) within a bounded buffer;
 - ``check_finite``: the guard the trainer runs on every batch.
+
+Data-parallel training splits every global batch into equal parts, one per process: a source's
+``batches(b, ..., part=(i, n))`` yields part i of n of each batch of ``b`` rows, so n processes
+together see exactly the rows one process would (``part_rows``).
 """
 
 from __future__ import annotations
@@ -36,12 +40,31 @@ def rows_at(step: Step, hook: str) -> torch.Tensor:
     return torch.cat([step[point] for point in layers])
 
 
+Part = tuple[int, int]
+"""(index, count): part ``index`` of ``count`` equal parts of every batch."""
+WHOLE: Part = (0, 1)
+
+
+def part_rows(batch_size: int, part: Part) -> slice:
+    """The rows of a global batch of ``batch_size`` that ``part`` holds (contiguous, so the
+    parts in order are the batch)."""
+    index, count = part
+    if batch_size % count:
+        raise ValueError(
+            f"batch_size={batch_size} does not split into {count} equal parts, one per process: "
+            f"give a multiple of {count}"
+        )
+    size = batch_size // count
+    return slice(index * size, (index + 1) * size)
+
+
 class ActivationSource(Protocol):
     """A set of ``d``-dimensional rows served as shuffled batches.
 
     ``batches`` is infinite (a fresh permutation each epoch, derived from ``seed`` and the epoch)
     and deterministic, and ``batches(b, seed=s, start_step=k)`` yields exactly the k-th and later
-    batches of ``batches(b, seed=s)``, which makes resuming a training run exact.
+    batches of ``batches(b, seed=s)``, which makes resuming a training run exact. With ``part``,
+    each batch is that part of the global one (``part_rows``).
     """
 
     @property
@@ -50,7 +73,7 @@ class ActivationSource(Protocol):
         ...
 
     def batches(
-        self, batch_size: int, *, seed: int, start_step: int = 0
+        self, batch_size: int, *, seed: int, start_step: int = 0, part: Part = WHOLE
     ) -> Iterator[torch.Tensor]: ...
 
 
@@ -61,9 +84,10 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def shuffled_indices(
-    n: int, batch_size: int, *, seed: int, start_step: int = 0
+    n: int, batch_size: int, *, seed: int, start_step: int = 0, part: Part = WHOLE
 ) -> Iterator[np.ndarray]:
-    """Row indices ``[batch_size]`` of each batch, from ``start_step`` on, forever.
+    """Row indices ``[batch_size / count]`` of each batch's ``part``, from ``start_step`` on,
+    forever.
 
     The stream is the concatenation of ``epoch_permutation(n, seed, 0)``, ``(..., 1)``, ...; batch
     k is its slice ``[k * batch_size, (k + 1) * batch_size)``, so a batch may span two epochs and
@@ -75,20 +99,21 @@ def shuffled_indices(
         raise ValueError(f"batch_size={batch_size} is invalid: expected >= 1")
     if start_step < 0:
         raise ValueError(f"start_step={start_step} is invalid: expected >= 0")
+    mine = part_rows(batch_size, part)
     epoch, offset = divmod(start_step * batch_size, n)
     perm = epoch_permutation(n, seed, epoch)
     while True:
-        parts = []
+        pieces = []
         need = batch_size
         while need:
-            part = perm[offset : offset + need]
-            parts.append(part)
-            need -= len(part)
-            offset += len(part)
+            piece = perm[offset : offset + need]
+            pieces.append(piece)
+            need -= len(piece)
+            offset += len(piece)
             if offset == n:
                 epoch, offset = epoch + 1, 0
                 perm = epoch_permutation(n, seed, epoch)
-        yield np.concatenate(parts) if len(parts) > 1 else parts[0]
+        yield (np.concatenate(pieces) if len(pieces) > 1 else pieces[0])[mine]
 
 
 class MatrixSource:
@@ -105,9 +130,14 @@ class MatrixSource:
     def __len__(self) -> int:
         return self.matrix.shape[0]
 
-    def batches(self, batch_size: int, *, seed: int, start_step: int = 0) -> Iterator[torch.Tensor]:
-        """Batches ``[batch_size, d]`` of rows, see ``ActivationSource``."""
-        for idx in shuffled_indices(len(self), batch_size, seed=seed, start_step=start_step):
+    def batches(
+        self, batch_size: int, *, seed: int, start_step: int = 0, part: Part = WHOLE
+    ) -> Iterator[torch.Tensor]:
+        """Batches ``[batch_size / count, d]`` of rows, see ``ActivationSource``."""
+        indices = shuffled_indices(
+            len(self), batch_size, seed=seed, start_step=start_step, part=part
+        )
+        for idx in indices:
             yield self.matrix[torch.from_numpy(idx.astype(np.int64))]
 
 

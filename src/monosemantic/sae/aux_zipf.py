@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import torch
 
-from monosemantic.sae.base import SAE, LossContext, Penalties, SAEOutput
-from monosemantic.sae.topk import TopKConfig, sparse_decode
+from monosemantic.sae.base import SAE, LossContext, Penalties, Reduce, SAEOutput, local
+from monosemantic.sae.topk import TopKConfig, residual_power, sparse_decode
 
 UNDER_USE_TOLERANCE = 1e-6
 """Latents below their target by less than this fraction count as on target (rounding)."""
@@ -61,6 +61,8 @@ def weighted_aux_loss(
     residual: torch.Tensor,
     weights: torch.Tensor,
     aux_k: int,
+    *,
+    across_ranks: Reduce = local,
 ) -> torch.Tensor:
     """Reconstruct ``residual`` [batch, d_in] (detached) with the top ``aux_k`` latents of
     weights·pre (those with a positive weight), each scaled by its weight [d_sae]; normalised by
@@ -73,7 +75,7 @@ def weighted_aux_loss(
     _, indices = scored.topk(min(aux_k, int(candidates.sum())), dim=-1, sorted=False)
     values = pre.gather(-1, indices).relu() * weights[indices]
     error = (sparse_decode(values, indices, w_dec) - residual).pow(2).sum(-1).mean()
-    return error / residual.pow(2).sum(-1).mean().clamp_min(1e-12)
+    return error / residual_power(residual, across_ranks)
 
 
 def aux_zipf_loss(
@@ -83,6 +85,8 @@ def aux_zipf_loss(
     density: torch.Tensor | None,
     dead: torch.Tensor | None,
     aux_k: int,
+    *,
+    across_ranks: Reduce = local,
 ) -> torch.Tensor:
     """The loss of the module docstring. ``density`` [d_sae]: the trainer's running density
     (None before it is measured); ``dead`` [d_sae] bool: the trainer's dead latents, weight 1."""
@@ -91,7 +95,7 @@ def aux_zipf_loss(
         weights = under_use(density)
     if dead is not None:
         weights = torch.maximum(weights, dead.double())
-    return weighted_aux_loss(w_dec, pre, residual, weights, aux_k)
+    return weighted_aux_loss(w_dec, pre, residual, weights, aux_k, across_ranks=across_ranks)
 
 
 def zipf_penalties(
@@ -99,5 +103,13 @@ def zipf_penalties(
 ) -> Penalties:
     """aux_zipf_loss weighted by ``aux_coefficient``: shared by Feature and Mutual Choice."""
     residual = ((target - out.x_hat) / out.scale).detach()  # in the decoder's units
-    aux = aux_zipf_loss(sae.W_dec, out.pre, residual, ctx.density, ctx.dead, cfg.resolved_aux_k)
+    aux = aux_zipf_loss(
+        sae.W_dec,
+        out.pre,
+        residual,
+        ctx.density,
+        ctx.dead,
+        cfg.resolved_aux_k,
+        across_ranks=ctx.across_ranks,
+    )
     return {"aux_zipf": (cfg.aux_coefficient, aux)}

@@ -23,6 +23,7 @@ the objective's (``penalties``).
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -172,6 +173,15 @@ class SAEOutput:
         return decoded * self.scale + self.shift + self.skip
 
 
+Reduce = Callable[[torch.Tensor, str], torch.Tensor]
+"""``(tensor, op)`` -> the tensor reduced over data-parallel processes (op: mean, sum, min, max)."""
+
+
+def local(tensor: torch.Tensor, op: str) -> torch.Tensor:
+    """The ``Reduce`` of one process: its batch is the whole batch."""
+    return tensor
+
+
 @dataclass
 class LossContext:
     """Training state that loss terms may need beyond the batch."""
@@ -186,6 +196,10 @@ class LossContext:
     """The training step being taken (0-based), for loss terms with a schedule."""
     steps: int = 1
     """The run's number of steps."""
+    across_ranks: Reduce = local
+    """Reduces over data-parallel processes, in place (``local`` in one process). Batch
+    statistics that are not a mean over rows (a normaliser, ``update_state``'s minima) go
+    through it, so each process's loss and state are those of the whole batch."""
 
 
 Penalties = dict[str, tuple[float, torch.Tensor]]

@@ -12,7 +12,8 @@ Inference (``sae.eval()``): a single global threshold θ makes each row independ
     f     = pre · 1{pre > θ}
 
 θ (buffer ``threshold``, a scalar) is an exponential moving average, decay 0.99 per training step,
-of the smallest positive kept activation of each training batch; the first batch sets it. The
+of the smallest positive kept activation of each training batch (of the global batch, under
+data-parallel training); the first batch sets it. The
 trainer folds each step in through ``update_state``. Until it has been estimated (θ < 0)
 inference falls back to batch top-k.
 
@@ -91,7 +92,8 @@ class BatchTopKSAE(SAE):
     def update_state(self, out: SAEOutput, ctx: LossContext) -> None:
         """Fold the smallest positive code of a training batch into θ."""
         values = out.codes.values
-        fold_threshold(self.threshold, values.masked_fill(values <= 0, float("inf")).min())
+        smallest = values.masked_fill(values <= 0, float("inf")).min()
+        fold_threshold(self.threshold, ctx.across_ranks(smallest, "min"))
 
     @classmethod
     def config_from_saelens(cls, raw: dict[str, Any]) -> dict[str, Any]:

@@ -87,7 +87,7 @@ class FeatureChoiceSAE(SAE):
         """Fold each latent's smallest positive kept code of a training batch into its θ."""
         codes = out.codes.dense()
         smallest = codes.masked_fill(codes <= 0, float("inf")).min(0).values
-        fold_threshold(self.threshold, smallest)
+        fold_threshold(self.threshold, ctx.across_ranks(smallest, "min"))
 
     def export_state(self) -> dict[str, torch.Tensor]:
         """SAELens's JumpReLU layout. Once any θ is estimated, an unestimated one is written as

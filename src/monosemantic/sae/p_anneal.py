@@ -103,7 +103,8 @@ class PAnnealSAE(ReluSAE):
         p, following = self.cfg.p_at(ctx.step, ctx.steps)
         codes = out.codes.dense().double()
         self.recent = torch.roll(self.recent, -1, dims=0)
-        self.recent[-1] = torch.stack([lp_penalty(codes, p), lp_penalty(codes, following)])
+        both = torch.stack([lp_penalty(codes, p), lp_penalty(codes, following)])
+        self.recent[-1] = ctx.across_ranks(both, "mean")
         self.recorded += 1
         coming, _ = self.cfg.p_at(ctx.step + 1, ctx.steps)
         if coming != p:

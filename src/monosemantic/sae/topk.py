@@ -20,7 +20,16 @@ import torch
 import torch.nn.functional as F
 
 from monosemantic.config import check
-from monosemantic.sae.base import SAE, Codes, LossContext, Penalties, SAEConfig, SAEOutput
+from monosemantic.sae.base import (
+    SAE,
+    Codes,
+    LossContext,
+    Penalties,
+    Reduce,
+    SAEConfig,
+    SAEOutput,
+    local,
+)
 from monosemantic.sae.registry import register
 
 
@@ -56,16 +65,25 @@ def auxk_loss(
     residual: torch.Tensor,
     dead: torch.Tensor | None,
     aux_k: int,
+    *,
+    across_ranks: Reduce = local,
 ) -> torch.Tensor:
     """Reconstruct ``residual`` [batch, d_in] (target − x̂, detached) with the top ``aux_k`` dead
-    latents of ``pre`` [batch, d_sae], normalised by ‖residual‖². Zero when no latent is dead."""
+    latents of ``pre`` [batch, d_sae], normalised by ‖residual‖² (``residual_power``). Zero when
+    no latent is dead."""
     if dead is None or not bool(dead.any()):
         return residual.new_zeros(())
     k_aux = min(aux_k, int(dead.sum()))
     values, indices = pre.masked_fill(~dead, float("-inf")).topk(k_aux, dim=-1, sorted=False)
     recon = sparse_decode(values.relu(), indices, w_dec)
     error = (recon - residual).pow(2).sum(-1).mean()
-    return error / residual.pow(2).sum(-1).mean().clamp_min(1e-12)
+    return error / residual_power(residual, across_ranks)
+
+
+def residual_power(residual: torch.Tensor, across_ranks: Reduce = local) -> torch.Tensor:
+    """Mean ‖residual‖² over the whole batch (every data-parallel process's rows, so a
+    process's share of the loss has the global normaliser): the auxiliary losses' scale."""
+    return across_ranks(residual.pow(2).sum(-1).mean(), "mean").clamp_min(1e-12)
 
 
 def topk_penalties(
@@ -73,7 +91,9 @@ def topk_penalties(
 ) -> Penalties:
     """AuxK, weighted by ``aux_coefficient``: shared by TopK and BatchTopK."""
     residual = ((target - out.x_hat) / out.scale).detach()  # in the decoder's units
-    aux = auxk_loss(sae.W_dec, out.pre, residual, ctx.dead, cfg.resolved_aux_k)
+    aux = auxk_loss(
+        sae.W_dec, out.pre, residual, ctx.dead, cfg.resolved_aux_k, across_ranks=ctx.across_ranks
+    )
     return {"auxk": (cfg.aux_coefficient, aux)}
 
 

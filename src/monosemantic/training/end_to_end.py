@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from monosemantic.data.store import WHOLE, Part, part_rows
 from monosemantic.evaluation.spliced import logits_of
 from monosemantic.hooks import HookPoint, capture, hooked
 from monosemantic.sae.base import SAE, LossContext, SAEOutput
@@ -53,9 +54,13 @@ class WindowSteps:
     downstream: list[str]
     exclude: torch.Tensor | None = None  # [n, ctx]
 
-    def batches(self, batch_size: int, *, seed: int, start_step: int = 0) -> Iterator[dict]:
-        """Steps of ⌈batch_size / ctx⌉ windows (about ``batch_size`` positions) each."""
+    def batches(
+        self, batch_size: int, *, seed: int, start_step: int = 0, part: Part = WHOLE
+    ) -> Iterator[dict]:
+        """Steps of ⌈batch_size / ctx⌉ windows (about ``batch_size`` positions) each; with
+        ``part``, that part of each step's windows."""
         per_step = max(1, -(-batch_size // self.tokens.shape[1]))
+        mine = part_rows(per_step, part)
         step = 0
         for epoch in itertools.count():
             order = torch.randperm(
@@ -63,7 +68,7 @@ class WindowSteps:
             )
             for start in range(0, len(order) - per_step + 1, per_step):
                 if step >= start_step:
-                    yield self.clean_pass(order[start : start + per_step])
+                    yield self.clean_pass(order[start : start + per_step][mine])
                 step += 1
 
     @torch.no_grad()

@@ -21,7 +21,7 @@ import torch
 from monosemantic.config import ConfigError, check
 from monosemantic.data.harvest import LiveActivations
 from monosemantic.data.sources import DataConfig, Text, open_sources, resolve
-from monosemantic.data.store import ActivationSource
+from monosemantic.data.store import WHOLE, ActivationSource
 from monosemantic.evaluation.evaluate import evaluate_saes
 from monosemantic.files import write_json
 from monosemantic.hooks import LAYERS
@@ -29,6 +29,7 @@ from monosemantic.models.subject import load_subject
 from monosemantic.sae.base import SAE, SAEConfig
 from monosemantic.sae.io import save_sae
 from monosemantic.sae.registry import ARCHITECTURES, architecture, architecture_fields, create
+from monosemantic.training.distributed import SINGLE, World
 from monosemantic.training.end_to_end import EndToEnd, WindowSteps
 from monosemantic.training.objective import Objective, reconstruction
 from monosemantic.training.trainer import TrainConfig, train
@@ -144,11 +145,17 @@ def check_run_folder(out: Path, settings: dict[str, Any], *, resume: bool, overw
             )
         saved = json.loads((out / "config.json").read_text())
         current = json.loads(json.dumps(settings, default=str))
+        defaults = json.loads(json.dumps(SETTING_DEFAULTS, default=str))
+
+        def then(part: str, key: str) -> Any:
+            # a setting added since the run was made: it ran with the setting's default
+            return saved.get(part, {}).get(key, defaults.get(part, {}).get(key))
+
         differ = [
-            f"{part}.{key}: {saved.get(part, {}).get(key)!r} then, {value!r} now"
+            f"{part}.{key}: {then(part, key)!r} then, {value!r} now"
             for part, fields in current.items()
             for key, value in fields.items()
-            if saved.get(part, {}).get(key) != value and key not in RESUMABLE_CHANGES
+            if then(part, key) != value and key not in RESUMABLE_CHANGES
         ]
         if differ:
             raise ConfigError(
@@ -164,6 +171,15 @@ def check_run_folder(out: Path, settings: dict[str, Any], *, resume: bool, overw
 
 RESUMABLE_CHANGES = ("progress", "log_every", "prefetch")
 """Settings a resumed run may change: they do not affect the result."""
+
+SETTING_DEFAULTS = {
+    "data": asdict(DataConfig()),
+    "sweep": asdict(SweepConfig()),
+    "train": asdict(TrainConfig()),
+    "launch": {"world_size": 1},
+}
+"""What a run folder's config.json parts held by default: a run written before a setting
+existed resumes as if it had recorded that setting's default."""
 
 
 def replace_folder(out: Path, new: Path) -> None:
@@ -195,6 +211,7 @@ def train_sweep(
     resume: bool = False,
     overwrite: bool = False,
     text: Text | None = None,
+    world: World = SINGLE,
 ) -> list[dict[str, Any]]:
     """Train and evaluate every SAE of the sweep at every hook point of ``data`` in one run;
     returns one summary per SAE (also in ``out/summary.json``). Resolved configs go to
@@ -204,7 +221,12 @@ def train_sweep(
     A folder holding another run is refused unless ``resume`` (which checks that its
     config.json records the same settings, naming those that differ) or ``overwrite`` (the new
     run is built beside it and replaces it only once complete). Nothing is written before the
-    settings have been validated."""
+    settings have been validated.
+
+    Under torchrun (``world``), ``training.distribute`` says how the processes share the work:
+    ``data``, every SAE on each process's part of the batches, the main process evaluating and
+    writing; ``saes``, SAE i on process i mod world size, each process evaluating and writing its
+    own SAEs (checkpoints in ``train/rank-R``). Every process returns every summary."""
     resolved = resolve(data)
     if sweep.skip_transcoder and not resolved.cfg.hook_out:
         raise ConfigError(
@@ -215,16 +237,24 @@ def train_sweep(
         "data_identity": resolved.identity(),
         "sweep": asdict(sweep),
         "train": asdict(training),
+        "launch": {"world_size": world.size},
     }
     check_run_folder(out, settings, resume=resume, overwrite=overwrite)
+    world.barrier()  # every process has looked at the folder before the main one writes to it
     if overwrite and out.exists():
         staging = out.with_name(f".{out.name}.new")
-        shutil.rmtree(staging, ignore_errors=True)
+        if world.main:
+            shutil.rmtree(staging, ignore_errors=True)
+        world.barrier()
         try:
-            train_sweep(data, sweep, training, staging, text=text)
+            summaries = train_sweep(data, sweep, training, staging, text=text, world=world)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)  # the old run stays as it was
+            if world.main:
+                shutil.rmtree(staging, ignore_errors=True)  # the old run stays as it was
             raise
+        world.barrier()  # every process has written its SAEs to staging
+        if not world.main:
+            return summaries
         replace_folder(out, staging)
         return relocate(out, staging)
     start = time.perf_counter()
@@ -241,8 +271,17 @@ def train_sweep(
             widths[hook], hook, model, d_out=widths[target] if target else 0, hook_out=target
         )
     ]
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", settings)
+    by_sae = training.distribute == "saes" and world.size > 1
+    if by_sae and len(saes) < world.size:
+        raise ConfigError(
+            f"--distribute saes puts whole SAEs on processes, but the sweep has {len(saes)} SAEs "
+            f"for {world.size} processes: start at most {len(saes)} (torchrun --nproc_per_node), "
+            "or use --distribute data"
+        )
+    mine = list(range(world.rank, len(saes), world.size)) if by_sae else list(range(len(saes)))
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", settings)
 
     train_source: ActivationSource | LiveActivations | WindowSteps = sources.train
     objective: Objective = reconstruction
@@ -265,14 +304,18 @@ def train_sweep(
             training.downstream_hooks,
             training.downstream_coefficient,
         )
+    part = WHOLE if by_sae else world.part
     start = time.perf_counter()
     results = train(
-        saes,
-        lambda step: train_source.batches(training.batch_size, seed=training.seed, start_step=step),
+        [saes[i] for i in mine],
+        lambda step: train_source.batches(
+            training.batch_size, seed=training.seed, start_step=step, part=part
+        ),
         training,
-        out / "train",
+        out / "train" / f"rank-{world.rank}" if by_sae else out / "train",
         resume=resume,
         objective=objective,
+        world=SINGLE if by_sae else world,
     )
     timings["train_s"] = time.perf_counter() - start
     timings["train_tokens_per_s"] = training.steps * training.batch_size / timings["train_s"]
@@ -281,12 +324,17 @@ def train_sweep(
         f"{hook_label(sae.cfg.hook)}-{sae_name(sae)}" if len(resolved.pairs) > 1 else sae_name(sae)
         for sae in saes
     ]
-    folders = [out / "saes" / name for name in names]
-    evaluations = evaluate_saes(saes, list(sources.eval_steps), text, resolved.cfg, folders)
+    result_of = dict(zip(mine, results, strict=True))
+    # data-parallel: every process holds every SAE, the main one evaluates and writes them
+    written = mine if by_sae or world.main else []
+    folders = [out / "saes" / names[i] for i in written]
+    ours = [saes[i] for i in written]
+    evaluations = (
+        evaluate_saes(ours, list(sources.eval_steps), text, resolved.cfg, folders) if ours else []
+    )
     summaries = []
-    for sae, name, folder, result, (metrics, log10_density) in zip(
-        saes, names, folders, results, evaluations, strict=True
-    ):
+    for i, folder, (metrics, log10_density) in zip(written, folders, evaluations, strict=True):
+        sae, name, result = saes[i], names[i], result_of[i]
         save_sae(sae, folder, sparsity=log10_density)
         summary = {
             "name": name,
@@ -297,5 +345,8 @@ def train_sweep(
         }
         write_json(folder / "eval.json", summary)
         summaries.append(summary)
-    write_json(out / "summary.json", {"timings": timings, "saes": summaries})
+    summaries = [s for theirs in world.gather_objects(summaries) for s in theirs]
+    summaries.sort(key=lambda s: names.index(s["name"]))  # the sweep's order, from rank order
+    if world.main:
+        write_json(out / "summary.json", {"timings": timings, "saes": summaries})
     return summaries

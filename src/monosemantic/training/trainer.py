@@ -12,6 +12,14 @@ densities (for AuxK, aux_zipf_loss and resampling) and optional Anthropic-style 
 Inputs are scaled per hook so that E‖x‖² = 1; the scale is folded into the weights when training
 ends, so the returned SAEs act on raw activations. Checkpoints are atomic and ``resume=True``
 continues bit-for-bit.
+
+Data-parallel (``world``, from ``distributed.launch``): each process gets its part of every
+global batch (``cfg.batch_size`` rows in all); gradients are averaged over processes before
+clipping, the first step's rows are gathered so input scales and b_dec come from the whole
+batch, fire counts are summed, the architectures' batch statistics go through
+``LossContext.across_ranks`` and resampling draws from the gathered batch with the RNG every
+process shares, so all processes hold the same weights and take the steps one process would
+take on the whole batches. Only the main process writes files.
 """
 
 from __future__ import annotations
@@ -29,10 +37,12 @@ from monosemantic.config import check
 from monosemantic.data.store import Step, check_finite, rows_at
 from monosemantic.files import atomic_write, finite, remove_partial_writes
 from monosemantic.sae.base import SAE, LossContext, standardized
+from monosemantic.training.distributed import SINGLE, World
 from monosemantic.training.objective import Batch, Objective, reconstruction
 from monosemantic.training.optimizers import OPTIMIZERS, default_lr, make_optimizer
 
 OBJECTIVES = ("local", "e2e", "e2e+ds")
+DISTRIBUTE = ("data", "saes")
 Batches = Iterable[Step] | Callable[[int], Iterable[Step]]
 CHECKPOINT = "checkpoint.pt"
 AUTOCAST = (None, "bfloat16", "float16")
@@ -91,6 +101,10 @@ class TrainConfig:
     residual stream after every later layer)."""
     downstream_coefficient: float = 1.0
     """β, e2e+ds's weight of the downstream MSE, shared equally by the hook points."""
+    distribute: str = "data"
+    """Under torchrun: data (every process trains every SAE on its part of each global batch of
+    batch_size rows, gradients averaged) or saes (each process trains its share of the sweep's
+    SAEs on whole batches); see docs/scaling.md."""
     seed: int = 0
     progress: bool = True
     """Show a progress bar."""
@@ -127,6 +141,7 @@ class TrainConfig:
             "bfloat16, float16 or None (no autocast)",
         )
         check(self.objective in OBJECTIVES, "objective", self.objective, f"one of {OBJECTIVES}")
+        check(self.distribute in DISTRIBUTE, "distribute", self.distribute, f"one of {DISTRIBUTE}")
         check(self.kl_coefficient > 0, "kl_coefficient", self.kl_coefficient, "> 0")
         check(
             bool(self.downstream_hooks) == (self.objective == "e2e+ds"),
@@ -177,12 +192,15 @@ class Trainer:
         out_dir: Path | None = None,
         *,
         objective: Objective = reconstruction,
+        world: World = SINGLE,
     ) -> None:
         if not saes:
             raise ValueError("give at least one SAE to train")
         self.cfg = cfg
         self.out_dir = out_dir
         self.objective = objective
+        self.world = world
+        """The data-parallel processes; the steps given to this one are its part."""
         self.step = 0
         self.hooks = sorted({h for sae in saes for h in (sae.cfg.hook, sae.cfg.target_hook)})
         """The hook points the SAEs read (their ``cfg.hook``, a transcoder's ``hook_out``)."""
@@ -283,6 +301,7 @@ class Trainer:
                 density=None if run.density[0] < 0 else run.density.float(),
                 step=self.step,
                 steps=self.cfg.steps,
+                across_ranks=self.world.reduce,
             )
             batch = Batch(x, target, self.input_scale[sae.cfg.target_hook], context)
             with self.autocast(x):
@@ -301,12 +320,14 @@ class Trainer:
                 if sae.unit_norm_decoder:
                     sae.normalize_decoder()
                 sae.update_state(out, ctx)
-                fired = out.codes.fire_counts()
-                run.since_fired += x.shape[0]
+                fired = self.world.reduce(out.codes.fire_counts(), "sum")
+                seen = x.shape[0] * self.world.size  # the global batch's rows
+                run.since_fired += seen
                 run.since_fired[fired > 0] = 0
-                self.track_density(run, fired, x.shape[0])
+                self.track_density(run, fired, seen)
                 if self.cfg.resample_every and (self.step + 1) % self.cfg.resample_every == 0:
-                    self.resample(run, x, target)
+                    gathered = None if target is None else self.world.gather_rows(target)
+                    self.resample(run, self.world.gather_rows(x), gathered)
                 logs[str(i)] = {
                     **{k: float(v) for k, v in terms.items()},
                     "l0": float(out.codes.active().float().mean()),
@@ -336,8 +357,10 @@ class Trainer:
             run.density.lerp_(frequency, min(1.0, rows / self.cfg.dead_after_tokens))
 
     def prepare_gradients(self, sae: SAE) -> None:
-        """Everything between backward and the optimiser step, in one place: the decoder-norm
-        projection and gradient clipping (and, for data-parallel training, the all-reduce)."""
+        """Everything between backward and the optimiser step, in one place: the average over
+        data-parallel processes (first: clipping needs the whole batch's norm), the decoder-norm
+        projection and gradient clipping."""
+        self.world.all_reduce_mean([p.grad for p in sae.parameters() if p.grad is not None])
         if sae.unit_norm_decoder:
             sae.project_decoder_grad()
         if self.cfg.grad_clip is not None:
@@ -390,6 +413,7 @@ class Trainer:
             "saes": [r.sae.cfg.to_dict() for r in self.runs],
             "input_scale": self.input_scale,
             "config": asdict(self.cfg),
+            "world_size": self.world.size,
             "rng": torch.get_rng_state(),
             "runs": [
                 {
@@ -408,6 +432,13 @@ class Trainer:
             raise ValueError(
                 f"checkpoint holds {len(state['runs'])} SAEs but {len(self.runs)} were given; "
                 "resume with the same sweep"
+            )
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.world.size:
+            raise ValueError(
+                f"the checkpoint was written by {saved_world} data-parallel processes, this run "
+                f"has {self.world.size}: resume with the same number (torchrun --nproc_per_node "
+                f"{saved_world}, or no torchrun for 1), or start a new run in another folder"
             )
         for i, (run, saved) in enumerate(zip(self.runs, state["saes"], strict=True)):
             ours = run.sae.cfg.to_dict()
@@ -431,10 +462,12 @@ class Trainer:
             run.density.copy_(saved["density"])
             run.sae.load_training_state(saved["training_state"])
 
-    def save_checkpoint(self) -> Path:
-        assert self.out_dir is not None
+    def save_checkpoint(self) -> None:
+        """train/checkpoint.pt, from the main process (every process holds the same state)."""
+        if self.out_dir is None or not self.world.main:
+            return
         state = self.state_dict()
-        return atomic_write(self.out_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+        atomic_write(self.out_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self) -> None:
         path = checkpoint_path(self.out_dir)
@@ -463,11 +496,12 @@ class Trainer:
     def fit(self, batches: Iterable[Step]) -> list[dict[str, float]]:
         """Train until ``cfg.steps``; returns each SAE's metrics at the last step.
 
-        ``batches`` must start at batch number ``self.step`` (0 for a fresh run).
+        ``batches`` must start at batch number ``self.step`` (0 for a fresh run); each is this
+        process's part of the global batch. Every process returns the same metrics.
         """
         cfg = self.cfg
         log_file = None
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.world.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             remove_partial_writes(self.out_dir)
             log_file = self.open_log(self.out_dir / "metrics.jsonl")
@@ -475,7 +509,8 @@ class Trainer:
         for run in self.runs:
             run.sae.train()
         last: dict[str, dict[str, float]] = {}
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, desc="train")
+        quiet = not (cfg.progress and self.world.main)
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=quiet, desc="train")
         try:
             while self.step < cfg.steps:
                 batch = next(iterator, None)
@@ -485,16 +520,17 @@ class Trainer:
                         "give more data or fewer steps"
                     )
                 if self.step == 0:
-                    self.initialise(batch)
+                    self.initialise(self.gathered(batch))
                 last = self.train_step(batch)
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    last = self.averaged(last)
                     bar.set_postfix(loss=f"{last['0']['loss']:.4g}", l0=f"{last['0']['l0']:.1f}")
                     if log_file is not None:
                         line = {"step": self.step, "saes": finite(last)}
                         log_file.write(json.dumps(line, allow_nan=False) + "\n")
                         log_file.flush()
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.out_dir:
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
         finally:
             # a source that runs ahead in a thread (data.prefetch) stops when its iterator closes
@@ -504,9 +540,25 @@ class Trainer:
             bar.close()
             if log_file is not None:
                 log_file.close()
-        if self.out_dir is not None:
-            self.save_checkpoint()
+        self.save_checkpoint()
         return [last.get(str(i), {}) for i in range(len(self.runs))]
+
+    def gathered(self, step: Step) -> dict[str, torch.Tensor]:
+        """Every process's rows of ``step`` at each hook: the global batch ``initialise`` reads."""
+        return {hook: self.world.gather_rows(rows) for hook, rows in self.by_hook(step).items()}
+
+    def averaged(self, logs: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        """Each process's step metrics averaged over processes: the global batch's (the parts
+        are equal), in one collective."""
+        if self.world.size == 1:
+            return logs
+        keys = [(run, name) for run, values in logs.items() for name in values]
+        values = torch.tensor([logs[run][name] for run, name in keys], dtype=torch.float64)
+        self.world.reduce(values)
+        out: dict[str, dict[str, float]] = {run: {} for run in logs}
+        for (run, name), value in zip(keys, values.tolist(), strict=True):
+            out[run][name] = value
+        return out
 
 
 def checkpoint_path(out_dir: Path | None) -> Path:
@@ -525,6 +577,7 @@ def train(
     resume: bool = False,
     *,
     objective: Objective = reconstruction,
+    world: World = SINGLE,
 ) -> list[dict[str, float]]:
     """Train ``saes`` in place on ``batches`` (``Step``s in raw units), minimising ``objective``.
 
@@ -532,9 +585,10 @@ def train(
     ``resume``: it must yield the steps from that one on). When training ends each hook's input
     scale is folded into its SAEs' weights, so they act on raw activations. Returns each SAE's
     metrics at the last step (loss terms, l0, dead_fraction, lr) plus its ``input_scale`` (and
-    a transcoder's ``output_scale``).
+    a transcoder's ``output_scale``). Under ``world``, each process calls this with its part of
+    the batches (see the module docstring).
     """
-    trainer = Trainer(saes, cfg, out_dir, objective=objective)
+    trainer = Trainer(saes, cfg, out_dir, objective=objective, world=world)
     if resume:
         if not callable(batches):
             raise TypeError("resume needs `batches` as a function of the start step")
