@@ -30,6 +30,7 @@ import torch
 
 from monosemantic.sae.base import SAE, LossContext, Penalties, SAEOutput
 from monosemantic.sae.registry import register
+from monosemantic.sae.sparse import Active
 from monosemantic.sae.topk import TopKConfig, TopKSAE, topk_penalties
 
 THRESHOLD_DECAY = 0.99
@@ -51,6 +52,28 @@ def batch_topk_codes(pre: torch.Tensor, k: int) -> torch.Tensor:
     rows = flat.numel() // pre.shape[-1]
     values, indices = flat.topk(k * rows, sorted=False)
     return torch.zeros_like(flat).scatter(0, indices, values).reshape(pre.shape)
+
+
+CANDIDATES_PER_K = 4
+"""``batch_topk_pairs`` first takes each row's CANDIDATES_PER_K·k largest entries."""
+
+
+def batch_topk_pairs(pre: torch.Tensor, k: int) -> Active:
+    """The pairs of [N, d_sae] holding the k·N largest entries of ReLU(pre) over the batch, as
+    ``batch_topk_codes`` keeps them, without one top-k over all N·d_sae scores: each row's m
+    largest are candidates and the k·N largest candidates are the answer unless some row had all
+    m candidates above the smallest kept value (it may hold more), when m doubles."""
+    n, d_sae = pre.shape
+    m = min(d_sae, CANDIDATES_PER_K * k)
+    while True:
+        values, latents = pre.topk(m, dim=-1, sorted=False)
+        kept = values.flatten().topk(k * n, sorted=False)
+        smallest = kept.values.min().clamp_min(0)  # entries ≤ 0 are all ReLU's 0: ties
+        if m == d_sae or not bool((values.min(-1).values > smallest).any()):
+            break
+        m = min(d_sae, 2 * m)
+    rows = kept.indices.div(m, rounding_mode="floor")
+    return Active.from_pairs(rows, latents.flatten()[kept.indices], n, d_sae)
 
 
 def fold_threshold(threshold: torch.Tensor, smallest: torch.Tensor) -> None:
@@ -84,14 +107,19 @@ class BatchTopKSAE(SAE):
             return batch_topk_codes(pre, self.cfg.k)
         return pre * (pre > self.threshold)
 
+    def select(self, pre: torch.Tensor) -> Active:
+        """The sparse path's pairs (``sae/sparse.py``): batch top-k, or those above θ."""
+        if self.training or bool(self.threshold < 0):
+            return batch_topk_pairs(pre, self.cfg.k)
+        return Active.from_mask(pre > self.threshold)
+
     def penalties(self, out: SAEOutput, target: torch.Tensor, ctx: LossContext) -> Penalties:
         return topk_penalties(self, self.cfg, out, target, ctx)
 
     @torch.no_grad()
     def update_state(self, out: SAEOutput, ctx: LossContext) -> None:
         """Fold the smallest positive code of a training batch into θ."""
-        values = out.codes.values
-        fold_threshold(self.threshold, values.masked_fill(values <= 0, float("inf")).min())
+        fold_threshold(self.threshold, out.codes.smallest_positive().min())
 
     @classmethod
     def config_from_saelens(cls, raw: dict[str, Any]) -> dict[str, Any]:

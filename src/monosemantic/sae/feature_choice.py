@@ -31,6 +31,7 @@ from monosemantic.sae.aux_zipf import zipf_penalties
 from monosemantic.sae.base import SAE, LossContext, Penalties, SAEOutput
 from monosemantic.sae.batchtopk import UNSET, fold_threshold
 from monosemantic.sae.registry import register
+from monosemantic.sae.sparse import Active
 from monosemantic.sae.topk import TopKConfig
 
 
@@ -42,9 +43,9 @@ class FeatureChoiceConfig(TopKConfig):
     architecture: ClassVar[str] = "feature_choice"
 
 
-def feature_choice_mask(pre: torch.Tensor, k: int) -> torch.Tensor:
-    """[N, d_sae] -> bool [N, d_sae]: each latent's top m_i entries of ReLU(pre) over the N rows,
-    Σ m_i = min(k·N, N·d_sae) (see the module docstring for m_i)."""
+def feature_choice_pairs(pre: torch.Tensor, k: int) -> Active:
+    """[N, d_sae] -> the pairs holding each latent's top m_i entries of ReLU(pre) over the N
+    rows, Σ m_i = min(k·N, N·d_sae) (see the module docstring for m_i)."""
     n, d_sae = pre.shape
     m, extra = divmod(k * n, d_sae)
     take = min(n, m + (extra > 0))
@@ -53,7 +54,16 @@ def feature_choice_mask(pre: torch.Tensor, k: int) -> torch.Tensor:
     if take == m + 1:  # the remainder: the strongest (m+1)-th choices win
         keep[m] = False
         keep[m, scores[m].topk(extra, sorted=False).indices] = True
-    return torch.zeros(n, d_sae, dtype=torch.bool).scatter(0, rows, keep)
+    latents = torch.arange(d_sae, device=pre.device).expand(take, d_sae)
+    return Active.from_pairs(rows[keep], latents[keep], n, d_sae)
+
+
+def feature_choice_mask(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """[N, d_sae] -> bool [N, d_sae]: True at ``feature_choice_pairs``."""
+    active = feature_choice_pairs(pre, k)
+    mask = torch.zeros(pre.shape, dtype=torch.bool, device=pre.device)
+    mask[active.rows, active.latents] = True
+    return mask
 
 
 @register
@@ -75,6 +85,12 @@ class FeatureChoiceSAE(SAE):
             return (flat.relu() * feature_choice_mask(flat, self.cfg.k)).reshape(pre.shape)
         return pre * (pre > self.inference_threshold())
 
+    def select(self, pre: torch.Tensor) -> Active:
+        """The sparse path's pairs (``sae/sparse.py``): feature choice, or those above θ_i."""
+        if self.training or bool((self.threshold < 0).all()):
+            return feature_choice_pairs(pre, self.cfg.k)
+        return Active.from_mask(pre > self.inference_threshold())
+
     def inference_threshold(self) -> torch.Tensor:
         """[d_sae] θ, +inf for latents whose θ was never estimated."""
         return self.threshold.masked_fill(self.threshold < 0, float("inf"))
@@ -85,9 +101,7 @@ class FeatureChoiceSAE(SAE):
     @torch.no_grad()
     def update_state(self, out: SAEOutput, ctx: LossContext) -> None:
         """Fold each latent's smallest positive kept code of a training batch into its θ."""
-        codes = out.codes.dense()
-        smallest = codes.masked_fill(codes <= 0, float("inf")).min(0).values
-        fold_threshold(self.threshold, smallest)
+        fold_threshold(self.threshold, out.codes.smallest_positive())
 
     def export_state(self) -> dict[str, torch.Tensor]:
         """SAELens's JumpReLU layout. Once any θ is estimated, an unestimated one is written as
