@@ -7,7 +7,9 @@ Synthetic activations (each row a sparse code over a 20,000-atom dictionary, fix
 576, 4608 latents, k 32, batch 4096, Adam through the Trainer. Per architecture, two identical
 SAEs (one with ``sparse_path = False``) each take warm-up steps, then rounds of timed steps
 alternate between them; the median step time gives tokens/s. FVU is measured on held-out rows
-after both have taken the same steps. Prints one JSON line per architecture.
+after both have taken the same steps. ``--dense-as-before`` gives the dense reference the unfused
+Adam it had before the sparse path (a step then cost what main's TopK step costs). Prints one JSON
+line per architecture.
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ def compare(name: str, data: list[torch.Tensor], args: argparse.Namespace) -> di
     dense.sparse_path = False
     cfg = TrainConfig(steps=10_000, batch_size=args.batch_size, progress=False, seed=args.seed)
     trainers = {"sparse": Trainer([sparse], cfg), "dense": Trainer([dense], cfg)}
+    if args.dense_as_before:  # the reference as main trained it: unfused Adam
+        run = trainers["dense"].runs[0]
+        run.optimizer = torch.optim.Adam(dense.parameters(), lr=run.base_lr)
     times: dict[str, list[float]] = {"sparse": [], "dense": []}
     steps = 0
 
@@ -116,6 +121,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per path per round")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dense-as-before",
+        action="store_true",
+        help="give the dense reference torch's unfused Adam, as before the sparse path",
+    )
     args = parser.parse_args()
     data = synthetic(9, args.batch_size, args.d_in, args.seed)
     print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__}))

@@ -10,23 +10,31 @@ import torch
 
 from monosemantic.sae.base import SAE, LossContext
 from monosemantic.sae.batchtopk import batch_topk_codes, batch_topk_pairs
-from monosemantic.sae.registry import config, create
+from monosemantic.sae.gated import GatedSAE
+from monosemantic.sae.jumprelu import JumpReLUSAE
+from monosemantic.sae.registry import ARCHITECTURES, architecture_fields, config, create
 from monosemantic.sae.sparse import Active, Encoding, sampled_dot
 from monosemantic.training.objective import Batch, reconstruction
 from monosemantic.training.trainer import TrainConfig, Trainer
 
 D_IN, D_SAE, K = 10, 48, 3
 SPARSE = ["topk", "groupmax", "batchtopk", "matryoshka", "mutual_choice", "feature_choice"]
+THRESHOLDED = ["standard", "jumprelu", "gated"]
+"""Sparse below a density of active pairs (``sparse_density``, set to 1 here)."""
 
 
 def make(architecture: str, seed: int = 0, **kw) -> SAE:
-    """All parameters random, float64."""
+    """All parameters random, float64, λ = 0.3 where there is one; always sparse."""
     torch.manual_seed(seed)
-    kw = {"d_in": D_IN, "d_sae": D_SAE, "k": K, "dtype": "float64", **kw}
-    sae = create(config(architecture, **kw))
+    fields = architecture_fields(ARCHITECTURES[architecture])
+    own = {"k": K} if "k" in fields else {"sparsity_coefficient": 0.3}
+    sae = create(config(architecture, d_in=D_IN, d_sae=D_SAE, dtype="float64", **{**own, **kw}))
     with torch.no_grad():
         for p in sae.parameters():
             p.copy_(torch.randn_like(p) * 0.5)
+        if isinstance(sae, JumpReLUSAE):  # θ where some pre-activations lie within ε/2
+            sae.log_threshold.copy_(torch.empty(D_SAE).uniform_(-3.0, 0.0))
+    sae.sparse_density = 1.0
     return sae
 
 
@@ -64,18 +72,20 @@ def some_dead() -> torch.Tensor:
     return dead
 
 
-@pytest.mark.parametrize("architecture", SPARSE)
+@pytest.mark.parametrize("architecture", SPARSE + THRESHOLDED)
 def test_gradients_equal_the_dense_path(architecture: str) -> None:
     sae = make(architecture)
     density = torch.rand(D_SAE, generator=torch.Generator().manual_seed(2)) * 0.2
     assert_paths_agree(sae, rows(32), LossContext(dead=some_dead(), density=density))
 
 
-@pytest.mark.parametrize("architecture", SPARSE)
+@pytest.mark.parametrize("architecture", SPARSE + THRESHOLDED)
 @pytest.mark.parametrize("case", ["batch_1", "k_is_d_sae", "silent_latent", "standardize", "skip"])
 def test_edge_cases_equal_the_dense_path(architecture: str, case: str) -> None:
     kw: dict = {}
     if case == "k_is_d_sae":
+        if architecture in THRESHOLDED:
+            pytest.skip("no k")
         kw = {"k": D_SAE, **({"k": 1} if architecture == "groupmax" else {})}
     if case == "standardize":
         kw = {"standardize": True}
@@ -85,9 +95,36 @@ def test_edge_cases_equal_the_dense_path(architecture: str, case: str) -> None:
     x = rows(1 if case == "batch_1" else 24)
     if case == "silent_latent":  # latent 5 never fires, latent 6 fires everywhere
         with torch.no_grad():
-            sae.b_enc[5], sae.b_enc[6] = -100.0, 100.0
+            bias = sae.b_gate if isinstance(sae, GatedSAE) else sae.b_enc
+            bias[5], bias[6] = -100.0, 100.0
     target = rows(len(x), 7, seed=3) if case == "skip" else None
     assert_paths_agree(sae, x, LossContext(dead=some_dead()), target)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"jumprelu_sparsity_loss": "tanh"},
+        {"pre_act_loss_coefficient": 0.7},
+        {"jumprelu_bandwidth": 0.5},  # a wide kernel: many pairs below θ carry θ's gradient
+    ],
+)
+def test_jumprelu_losses_equal_the_dense_path(options: dict) -> None:
+    sae = make("jumprelu", **options)
+    assert_paths_agree(sae, rows(32), LossContext(dead=some_dead()))
+
+
+@pytest.mark.parametrize("architecture", THRESHOLDED)
+def test_dense_above_the_crossover_density(architecture: str) -> None:
+    sae = make(architecture)
+    x = rows(32)
+    with torch.no_grad():
+        pre = sae.pre_acts(x)
+        density = float(sae.select(pre).latents.numel()) / pre.numel()  # type: ignore[union-attr]
+        sae.sparse_density = density * 0.99
+        assert sae.select(pre) is None
+        sae.sparse_density = density
+        assert sae.select(pre) is not None
 
 
 @pytest.mark.parametrize("architecture", ["batchtopk", "feature_choice"])

@@ -27,12 +27,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from monosemantic.config import ConfigError, check
 from monosemantic.runtime import DTYPES
 from monosemantic.sae.codes import Codes
-from monosemantic.sae.sparse import Active, Encoding
+from monosemantic.sae.sparse import SPARSE_DENSITY, Active, Encoding
 
 UNKNOWN_HOOK = "unknown.hook_out"
 """A loaded transcoder's target when its files do not name one (SAELens's save_model and
@@ -189,6 +190,8 @@ class SAE(nn.Module, abc.ABC):
     sparse_path: bool = True
     """Whether ``autoencode`` takes the sparse path (``sae/sparse.py``) when ``select`` gives the
     active pairs; set False on an instance for the dense reference."""
+    sparse_density: float = SPARSE_DENSITY
+    """Threshold architectures take the sparse path up to this fraction of active pairs."""
 
     def __init__(self, cfg: SAEConfig) -> None:
         super().__init__()
@@ -243,7 +246,7 @@ class SAE(nn.Module, abc.ABC):
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """[batch, d_in] -> [batch, d_sae]: the encoder's affine map of ``centred(x)``."""
-        return self.centred(x) @ self.W_enc + self.b_enc
+        return F.linear(self.centred(x), self.W_enc.T, self.b_enc)  # the bias fused in
 
     @abc.abstractmethod
     def activation(self, pre: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,10 @@ import torch.nn.functional as F
 
 from monosemantic.sae.codes import Codes
 
+SPARSE_DENSITY = 0.1
+"""The fraction of active pairs up to which a threshold architecture (ReLU, JumpReLU, Gated)
+takes the sparse path; measured in docs/benchmarks.md ("Sparse path")."""
+
 
 class Active:
     """A batch's active (row, latent) pairs, row-major: row r holds pairs ``crow[r]:crow[r+1]``
@@ -60,17 +64,29 @@ class Active:
         """Pairs in any order: rows, latents [n]."""
         flat, _ = (rows * d_sae + latents).sort(stable=True)  # stable: radix, far faster
         rows = flat.div(d_sae, rounding_mode="floor")
+        return cls.row_major(rows, flat - rows * d_sae, batch, d_sae)
+
+    @classmethod
+    def row_major(cls, rows: torch.Tensor, latents: torch.Tensor, batch: int, d_sae: int) -> Active:
+        """Pairs already in row-major order: rows, latents [n]."""
         counts = torch.bincount(rows, minlength=batch)
-        crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-        active = cls(crow, flat - rows * d_sae, d_sae)
+        active = cls(torch.cat([counts.new_zeros(1), counts.cumsum(0)]), latents, d_sae)
         active._rows = rows
         return active
 
     @classmethod
     def from_mask(cls, mask: torch.Tensor) -> Active:
         """The True entries of mask [batch, d_sae]."""
-        rows, latents = mask.nonzero(as_tuple=True)
-        return cls.from_pairs(rows, latents, mask.shape[0], mask.shape[1])
+        rows, latents = mask.nonzero(as_tuple=True)  # row-major already
+        return cls.row_major(rows, latents, mask.shape[0], mask.shape[1])
+
+    @classmethod
+    def if_sparse(cls, mask: torch.Tensor, max_density: float) -> Active | None:
+        """``from_mask`` when at most ``max_density`` of mask [batch, d_sae] is True, else None:
+        above it the dense products are faster (``SPARSE_DENSITY``)."""
+        if float(mask.sum()) > max_density * mask.numel():
+            return None
+        return cls.from_mask(mask)
 
     @property
     def batch(self) -> int:
