@@ -211,4 +211,4 @@ def test_batch_topk_pairs_are_the_global_top_k(k: int) -> None:
     kept = torch.zeros_like(pre)
     kept[active.rows, active.latents] = pre[active.rows, active.latents].relu()
     torch.testing.assert_close(kept, batch_topk_codes(pre, k))
-    assert len(active) == k * 20
+    assert len(active) == int((kept > 0).sum()), "the pairs are the positive codes"

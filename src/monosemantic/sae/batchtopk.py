@@ -54,26 +54,28 @@ def batch_topk_codes(pre: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(flat).scatter(0, indices, values).reshape(pre.shape)
 
 
-CANDIDATES_PER_K = 4
+CANDIDATES_PER_K = 2
 """``batch_topk_pairs`` first takes each row's CANDIDATES_PER_K·k largest entries."""
 
 
 def batch_topk_pairs(pre: torch.Tensor, k: int) -> Active:
     """The pairs of [N, d_sae] holding the k·N largest entries of ReLU(pre) over the batch, as
-    ``batch_topk_codes`` keeps them, without one top-k over all N·d_sae scores: each row's m
-    largest are candidates and the k·N largest candidates are the answer unless some row had all
-    m candidates above the smallest kept value (it may hold more), when m doubles."""
+    ``batch_topk_codes`` keeps them (less those whose code is 0, which add nothing; ties at the
+    smallest kept value all kept), without one top-k over all N·d_sae scores: the smallest kept
+    value θ is found among each row's m largest entries, and among all entries of the rows whose
+    m candidates all exceed it (they may hold more; θ only rises when they are added)."""
     n, d_sae = pre.shape
-    m = min(d_sae, CANDIDATES_PER_K * k)
-    while True:
-        values, latents = pre.topk(m, dim=-1, sorted=False)
-        kept = values.flatten().topk(k * n, sorted=False)
-        smallest = kept.values.min().clamp_min(0)  # entries ≤ 0 are all ReLU's 0: ties
-        if m == d_sae or not bool((values.min(-1).values > smallest).any()):
-            break
-        m = min(d_sae, 2 * m)
-    rows = kept.indices.div(m, rounding_mode="floor")
-    return Active.from_pairs(rows, latents.flatten()[kept.indices], n, d_sae)
+    values = pre.topk(min(d_sae, CANDIDATES_PER_K * k), dim=-1, sorted=False).values
+    theta = _kth_largest(values.flatten(), k * n)
+    full = values.min(-1).values > theta
+    if bool(full.any()):
+        theta = _kth_largest(torch.cat([values[~full].flatten(), pre[full].flatten()]), k * n)
+    return Active.from_mask(pre >= theta if theta > 0 else pre > 0)
+
+
+def _kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest of values [n], at least 0 (ReLU's codes)."""
+    return values.topk(k, sorted=False).values.min().clamp_min(0)
 
 
 def fold_threshold(threshold: torch.Tensor, smallest: torch.Tensor) -> None:

@@ -43,9 +43,9 @@ class FeatureChoiceConfig(TopKConfig):
     architecture: ClassVar[str] = "feature_choice"
 
 
-def feature_choice_pairs(pre: torch.Tensor, k: int) -> Active:
-    """[N, d_sae] -> the pairs holding each latent's top m_i entries of ReLU(pre) over the N
-    rows, Σ m_i = min(k·N, N·d_sae) (see the module docstring for m_i)."""
+def feature_choice_mask(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """[N, d_sae] -> bool [N, d_sae]: each latent's top m_i entries of ReLU(pre) over the N rows,
+    Σ m_i = min(k·N, N·d_sae) (see the module docstring for m_i)."""
     n, d_sae = pre.shape
     m, extra = divmod(k * n, d_sae)
     take = min(n, m + (extra > 0))
@@ -54,16 +54,7 @@ def feature_choice_pairs(pre: torch.Tensor, k: int) -> Active:
     if take == m + 1:  # the remainder: the strongest (m+1)-th choices win
         keep[m] = False
         keep[m, scores[m].topk(extra, sorted=False).indices] = True
-    latents = torch.arange(d_sae, device=pre.device).expand(take, d_sae)
-    return Active.from_pairs(rows[keep], latents[keep], n, d_sae)
-
-
-def feature_choice_mask(pre: torch.Tensor, k: int) -> torch.Tensor:
-    """[N, d_sae] -> bool [N, d_sae]: True at ``feature_choice_pairs``."""
-    active = feature_choice_pairs(pre, k)
-    mask = torch.zeros(pre.shape, dtype=torch.bool, device=pre.device)
-    mask[active.rows, active.latents] = True
-    return mask
+    return torch.zeros(n, d_sae, dtype=torch.bool).scatter(0, rows, keep)
 
 
 @register
@@ -88,7 +79,7 @@ class FeatureChoiceSAE(SAE):
     def select(self, pre: torch.Tensor) -> Active:
         """The sparse path's pairs (``sae/sparse.py``): feature choice, or those above θ_i."""
         if self.training or bool((self.threshold < 0).all()):
-            return feature_choice_pairs(pre, self.cfg.k)
+            return Active.from_mask(feature_choice_mask(pre, self.cfg.k))
         return Active.from_mask(pre > self.inference_threshold())
 
     def inference_threshold(self) -> torch.Tensor:

@@ -58,17 +58,8 @@ class Active:
         return cls(crow, indices.reshape(-1), d_sae, width=m)
 
     @classmethod
-    def from_pairs(
-        cls, rows: torch.Tensor, latents: torch.Tensor, batch: int, d_sae: int
-    ) -> Active:
-        """Pairs in any order: rows, latents [n]."""
-        flat, _ = (rows * d_sae + latents).sort(stable=True)  # stable: radix, far faster
-        rows = flat.div(d_sae, rounding_mode="floor")
-        return cls.row_major(rows, flat - rows * d_sae, batch, d_sae)
-
-    @classmethod
     def row_major(cls, rows: torch.Tensor, latents: torch.Tensor, batch: int, d_sae: int) -> Active:
-        """Pairs already in row-major order: rows, latents [n]."""
+        """Pairs in row-major order (within a row, any): rows, latents [n]."""
         counts = torch.bincount(rows, minlength=batch)
         active = cls(torch.cat([counts.new_zeros(1), counts.cumsum(0)]), latents, d_sae)
         active._rows = rows
@@ -116,7 +107,7 @@ class Active:
 
     def subset(self, keep: torch.Tensor) -> Active:
         """The pairs where keep [n] is True."""
-        return Active.from_pairs(self.rows[keep], self.latents[keep], self.batch, self.d_sae)
+        return Active.row_major(self.rows[keep], self.latents[keep], self.batch, self.d_sae)
 
     def codes(self, values: torch.Tensor) -> Codes:
         """values [n] at the pairs -> ``Codes`` as (indices, values) [batch, m]: rows with fewer
