@@ -11,7 +11,8 @@ after both have taken the same steps. The penalised architectures (ReLU, JumpReL
 with their encoder bias shifted so that about k latents fire, as in a trained SAE (from their
 initialisation half of them fire, where the dense path is the faster and is taken).
 ``--dense-as-before`` gives the dense reference the unfused Adam it had before the sparse path (a
-step then costs what main's step costs). Prints one JSON line per architecture.
+step then costs what main's step costs); ``--saelens`` times SAELens's TopK alongside (``topk``).
+Prints one JSON line per architecture.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import copy
 import json
 import statistics
 import time
+from types import SimpleNamespace
+from typing import Any
 
 import torch
 
@@ -72,13 +75,43 @@ def start_at_l0(trainer: Trainer, x: torch.Tensor, l0: int) -> None:
         bias.sub_(pre.flatten()[::97].quantile(1 - l0 / sae.d_sae))
 
 
-def fvu(trainer: Trainer, x: torch.Tensor) -> float:
-    """Fraction of variance unexplained on rows x (raw units), codes as in training."""
-    sae = trainer.runs[0].sae
+def fvu(trainer: Any, x: torch.Tensor) -> float:
+    """Fraction of variance unexplained on rows x (raw units, scaled as the trainer scales)."""
     with torch.no_grad():
-        scaled = trainer.scaled({sae.cfg.hook: x}, sae.cfg.hook, sae.W_dec.dtype)
-        error = (sae(scaled) - scaled).pow(2).sum()
+        scaled = x * trainer.input_scale[""]
+        error = (trainer.runs[0].sae(scaled) - scaled).pow(2).sum()
         return float(error / (scaled - scaled.mean(0)).pow(2).sum())
+
+
+class SaeLensTopK:
+    """SAELens's fastest fp32 TopK (sparse activations, no decoder-norm rescaling) in a minimal
+    loop: its training forward pass, backward and Adam, less than its own trainer does."""
+
+    def __init__(self, args: argparse.Namespace, scale: float) -> None:
+        from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+
+        torch.manual_seed(args.seed)
+        cfg = TopKTrainingSAEConfig(
+            d_in=args.d_in,
+            d_sae=args.d_sae,
+            k=args.k,
+            use_sparse_activations=True,
+            rescale_acts_by_decoder_norm=False,
+        )
+        sae = TopKTrainingSAE(cfg)
+        self.optimizer = torch.optim.Adam(sae.parameters(), lr=5e-4)
+        self.runs = [SimpleNamespace(sae=sae)]  # what fvu() reads, as from a Trainer
+        self.input_scale, self.step = {"": scale}, 0
+
+    def train_step(self, x: torch.Tensor) -> None:
+        from sae_lens.saes.sae import TrainStepInput
+
+        batch = TrainStepInput(x * self.input_scale[""], {}, None, self.step, False)
+        loss = self.runs[0].sae.training_forward_pass(batch).loss
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
 
 
 def compare(name: str, data: list[torch.Tensor], args: argparse.Namespace) -> dict:
@@ -86,44 +119,47 @@ def compare(name: str, data: list[torch.Tensor], args: argparse.Namespace) -> di
     dense = copy.deepcopy(sparse)
     dense.sparse_path = False
     cfg = TrainConfig(steps=10_000, batch_size=args.batch_size, progress=False, seed=args.seed)
-    trainers = {"sparse": Trainer([sparse], cfg), "dense": Trainer([dense], cfg)}
+    trainers: dict[str, Any] = {"sparse": Trainer([sparse], cfg), "dense": Trainer([dense], cfg)}
     if args.dense_as_before:  # the reference as main trained it: unfused Adam
         run = trainers["dense"].runs[0]
         run.optimizer = torch.optim.Adam(dense.parameters(), lr=run.base_lr)
-    times: dict[str, list[float]] = {"sparse": [], "dense": []}
-    steps = 0
-
-    def run(path: str, n: int) -> None:
-        trainer = trainers[path]
-        for i in range(n):
-            start = time.perf_counter()
-            trainer.train_step(data[(trainer.step + i) % (len(data) - 1)])
-            times[path].append(time.perf_counter() - start)
-
     for trainer in trainers.values():
         trainer.initialise(data[0])
         if "k" not in architecture_fields(architecture(name)):
             start_at_l0(trainer, data[0], args.k)
+    if args.saelens and name == "topk":
+        trainers["saelens"] = SaeLensTopK(args, trainers["sparse"].input_scale[""])
+    times: dict[str, list[float]] = {path: [] for path in trainers}
+
+    def run(path: str, n: int) -> None:
+        trainer = trainers[path]
+        for _ in range(n):
+            start = time.perf_counter()
+            trainer.train_step(data[trainer.step % (len(data) - 1)])
+            times[path].append(time.perf_counter() - start)
+
     for path in trainers:
         run(path, args.warmup)
         times[path].clear()
-    steps += args.warmup
     for _ in range(args.rounds):
         for path in trainers:
             run(path, args.steps)
-        steps += args.steps
-    per_step = {path: statistics.median(t) for path, t in times.items()}
-    tokens = {path: args.batch_size / s for path, s in per_step.items()}
+    tokens = {path: args.batch_size / statistics.median(t) for path, t in times.items()}
     held_out = data[-1]
-    return {
+    out = {
         "architecture": name,
-        "steps": steps,
+        "steps": args.warmup + args.rounds * args.steps,
         "dense_tokens_per_s": round(tokens["dense"]),
         "sparse_tokens_per_s": round(tokens["sparse"]),
         "sparse_over_dense": round(tokens["sparse"] / tokens["dense"], 2),
         "dense_fvu": round(fvu(trainers["dense"], held_out), 4),
         "sparse_fvu": round(fvu(trainers["sparse"], held_out), 4),
     }
+    if "saelens" in tokens:
+        out["saelens_tokens_per_s"] = round(tokens["saelens"])
+        out["sparse_over_saelens"] = round(tokens["sparse"] / tokens["saelens"], 2)
+        out["saelens_fvu"] = round(fvu(trainers["saelens"], held_out), 4)
+    return out
 
 
 def main() -> None:
@@ -144,6 +180,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per path per round")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--saelens", action="store_true", help="also time SAELens's TopK (topk only)"
+    )
     parser.add_argument(
         "--dense-as-before",
         action="store_true",

@@ -183,6 +183,15 @@ def test_read_and_decode_pass_gradcheck() -> None:
     assert torch.autograd.gradcheck(read_then_decode, (x, w_enc, b_enc, b_dec, w_dec))
 
 
+def test_a_subset_groups_its_pairs_by_latent_as_a_sort_would() -> None:
+    active = random_active(batch=40)
+    keep = torch.rand(len(active), generator=torch.Generator().manual_seed(1)) < 0.5
+    subset = active.subset(keep)
+    fresh = Active.row_major(subset.rows, subset.latents, subset.batch, D_SAE)
+    for derived, sorted_ in zip(subset.by_latent(), fresh.by_latent(), strict=True):
+        assert derived.tolist() == sorted_.tolist()
+
+
 def test_codes_pad_rows_of_different_lengths() -> None:
     active = random_active()
     values = torch.rand(len(active), dtype=torch.float64) + 0.5

@@ -106,8 +106,14 @@ class Active:
         return self._by_latent
 
     def subset(self, keep: torch.Tensor) -> Active:
-        """The pairs where keep [n] is True."""
-        return Active.row_major(self.rows[keep], self.latents[keep], self.batch, self.d_sae)
+        """The pairs where keep [n] is True, their grouping by latent read off this one's
+        instead of sorted again."""
+        out = Active.row_major(self.rows[keep], self.latents[keep], self.batch, self.d_sae)
+        order, _ = self.by_latent()
+        position = keep.cumsum(0) - 1  # a kept pair's index among the kept
+        counts = torch.bincount(out.latents, minlength=self.d_sae)
+        out._by_latent = position[order[keep[order]]], counts.cumsum(0) - counts
+        return out
 
     def codes(self, values: torch.Tensor) -> Codes:
         """values [n] at the pairs -> ``Codes`` as (indices, values) [batch, m]: rows with fewer
