@@ -118,6 +118,8 @@ def compare(name: str, data: list[torch.Tensor], args: argparse.Namespace) -> di
     sparse = make(name, args.d_in, args.d_sae, args.k, args.seed)
     dense = copy.deepcopy(sparse)
     dense.sparse_path = False
+    if args.sparse_density is not None:
+        sparse.sparse_density = args.sparse_density
     cfg = TrainConfig(steps=10_000, batch_size=args.batch_size, progress=False, seed=args.seed)
     trainers: dict[str, Any] = {"sparse": Trainer([sparse], cfg), "dense": Trainer([dense], cfg)}
     if args.dense_as_before:  # the reference as main trained it: unfused Adam
@@ -126,7 +128,7 @@ def compare(name: str, data: list[torch.Tensor], args: argparse.Namespace) -> di
     for trainer in trainers.values():
         trainer.initialise(data[0])
         if "k" not in architecture_fields(architecture(name)):
-            start_at_l0(trainer, data[0], args.k)
+            start_at_l0(trainer, data[0], args.l0 or args.k)
     if args.saelens and name == "topk":
         trainers["saelens"] = SaeLensTopK(args, trainers["sparse"].input_scale[""])
     times: dict[str, list[float]] = {path: [] for path in trainers}
@@ -180,6 +182,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per path per round")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--l0", type=int, default=0, help="penalised SAEs' start L0 (0: k)")
+    parser.add_argument(
+        "--sparse-density",
+        type=float,
+        help="the sparse SAE's sparse_density (1: always sparse, to measure the crossover)",
+    )
     parser.add_argument(
         "--saelens", action="store_true", help="also time SAELens's TopK (topk only)"
     )
