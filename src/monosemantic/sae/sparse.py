@@ -265,10 +265,6 @@ class Encoding:
         out._encoder = (x, w_enc, b_enc, b_dec)  # type: ignore[assignment]
         return out
 
-    @property
-    def is_sparse(self) -> bool:
-        return self._encoder is not None
-
     def at(self, active: Active) -> torch.Tensor:
         """[n] the pre-activations at the pairs, differentiable."""
         if self._encoder is None:
