@@ -13,6 +13,7 @@ from monosemantic.sae.batchtopk import THRESHOLD_DECAY, batch_topk_codes
 from monosemantic.sae.feature_choice import FeatureChoiceSAE, feature_choice_mask
 from monosemantic.sae.matryoshka import MatryoshkaSAE, prefix_reconstructions
 from monosemantic.sae.registry import config, create
+from monosemantic.sae.sparse import Encoding
 from monosemantic.sae.topk import auxk_loss
 from monosemantic.training.objective import Batch, reconstruction
 
@@ -131,7 +132,7 @@ def test_mutual_choice_trains_with_aux_zipf_not_auxk() -> None:
     residual = (inputs() - out.x_hat).detach()
     aux_k = sae.cfg.resolved_aux_k
     torch.testing.assert_close(
-        terms["aux_zipf"], auxk_loss(sae.W_dec, out.pre, residual, dead, aux_k)
+        terms["aux_zipf"], auxk_loss(sae.W_dec, out.encoding, residual, dead, aux_k)
     )
 
 
@@ -155,7 +156,9 @@ def test_aux_zipf_is_zero_when_usage_matches_its_target() -> None:
     sae = make("mutual_choice").train()
     x = inputs()
     out = sae.forward_full(x)
-    loss = aux_zipf_loss(sae.W_dec, out.pre, (x - out.x_hat).detach(), zipf_densities(), None, 8)
+    loss = aux_zipf_loss(
+        sae.W_dec, out.encoding, (x - out.x_hat).detach(), zipf_densities(), None, 8
+    )
     assert loss.item() == 0.0
 
 
@@ -182,11 +185,13 @@ def test_aux_zipf_with_zero_one_weights_is_auxk() -> None:
     residual = (x - out.x_hat).detach()
     dead = torch.zeros(D_SAE, dtype=torch.bool)
     dead[::4] = True
-    expected = auxk_loss(sae.W_dec, out.pre, residual, dead, 5)
+    expected = auxk_loss(sae.W_dec, out.encoding, residual, dead, 5)
     torch.testing.assert_close(
-        weighted_aux_loss(sae.W_dec, out.pre, residual, dead.double(), 5), expected
+        weighted_aux_loss(sae.W_dec, out.encoding, residual, dead.double(), 5), expected
     )
-    torch.testing.assert_close(aux_zipf_loss(sae.W_dec, out.pre, residual, None, dead, 5), expected)
+    torch.testing.assert_close(
+        aux_zipf_loss(sae.W_dec, out.encoding, residual, None, dead, 5), expected
+    )
 
 
 def test_aux_zipf_gradient_raises_under_used_latents_along_the_residual() -> None:
@@ -201,7 +206,7 @@ def test_aux_zipf_gradient_raises_under_used_latents_along_the_residual() -> Non
     w_dec[latent] = residual.mean(0) / residual.mean(0).norm()
     b_enc = torch.zeros(D_SAE, dtype=torch.float64, requires_grad=True)
     pre = torch.rand(N, D_SAE, dtype=torch.float64) * 0.1 + b_enc
-    loss = aux_zipf_loss(w_dec, pre, residual, density, None, aux_k=4)
+    loss = aux_zipf_loss(w_dec, Encoding(pre), residual, density, None, aux_k=4)
     loss.backward()
     assert loss.item() > 0
     assert b_enc.grad[latent] < 0, "gradient descent raises the under-used latent"

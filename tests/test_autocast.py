@@ -8,7 +8,7 @@ import torch
 
 from monosemantic.config import ConfigError
 from monosemantic.data.store import MatrixSource
-from monosemantic.sae.registry import config, create
+from monosemantic.sae.registry import ARCHITECTURES, config, create
 from monosemantic.training.trainer import TrainConfig, Trainer, train
 
 
@@ -96,3 +96,26 @@ def test_harvesting_under_autocast_matches_float32_within_bf16_tolerance() -> No
         assert 0 < error < 3e-2, (hook, float(error))
     with pytest.raises(ConfigError, match="harvest_autocast='fp8' is invalid"):
         DataConfig(harvest_autocast="fp8")
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_every_architecture_trains_under_autocast_towards_float32s_step(name: str) -> None:
+    """One step of each architecture, sparse path or dense, under bf16 autocast: a finite loss
+    and float32 weights that moved like the float32 step's (cosine of the updates > 0.9)."""
+    x = rows(256)
+    updates = {}
+    for autocast in (None, "bfloat16"):
+        torch.manual_seed(0)
+        fields = {"k": 8} if "k" in config(name, d_in=32, d_sae=128).__dataclass_fields__ else {}
+        sae = create(config(name, d_in=32, d_sae=128, **fields))
+        trainer = Trainer(
+            [sae], TrainConfig(steps=1, batch_size=256, autocast=autocast, lr=1e-3, progress=False)
+        )
+        trainer.initialise(x)
+        before = torch.cat([p.detach().flatten().clone() for p in sae.parameters()])
+        logs = trainer.train_step(x)
+        assert torch.isfinite(torch.tensor(logs["0"]["loss"]))
+        assert all(p.dtype == torch.float32 for p in sae.parameters())
+        updates[autocast] = torch.cat([p.detach().flatten() for p in sae.parameters()]) - before
+    cosine = torch.nn.functional.cosine_similarity(updates[None], updates["bfloat16"], dim=0)
+    assert cosine > 0.9, float(cosine)

@@ -353,24 +353,3 @@ def test_wrong_d_in_is_reported(architecture: str) -> None:
     sae = make(architecture, hook="model.layers.2:output")
     with pytest.raises(ValueError, match=r"d_in=10 \(hook model.layers.2:output\), got shape"):
         sae.encode(torch.zeros(4, D_IN + 1, dtype=torch.float64))
-
-
-def test_topk_sparse_decoding_matches_the_dense_product():
-    """TopK decodes from its k active rows only; outputs and every gradient equal the dense path."""
-    torch.manual_seed(0)
-    sae = create(config("topk", d_in=12, d_sae=40, k=5))
-    x = torch.randn(16, 12)
-    dead = torch.zeros(40, dtype=torch.bool)
-    dead[::3] = True
-    grads = []
-    for sparse in (True, False):
-        sae.zero_grad()
-        if not sparse:  # the base class's dense path
-            sae.autoencode = lambda x: SAE.autoencode(sae, x)  # type: ignore[method-assign]
-        terms, out = loss_terms(sae, x, dead=dead)
-        terms["loss"].backward()
-        assert (out.codes.indices is not None) == sparse
-        codes = out.codes.dense().detach()
-        grads.append((out.x_hat.detach(), codes, *(p.grad.clone() for p in sae.parameters())))
-    for sparse, dense in zip(*grads, strict=True):
-        torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-6)

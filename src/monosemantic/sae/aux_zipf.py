@@ -26,7 +26,8 @@ from __future__ import annotations
 import torch
 
 from monosemantic.sae.base import SAE, LossContext, Penalties, Reduce, SAEOutput, local
-from monosemantic.sae.topk import TopKConfig, residual_power, sparse_decode
+from monosemantic.sae.sparse import Active, Encoding
+from monosemantic.sae.topk import TopKConfig, residual_power
 
 UNDER_USE_TOLERANCE = 1e-6
 """Latents below their target by less than this fraction count as on target (rounding)."""
@@ -57,7 +58,7 @@ def under_use(density: torch.Tensor) -> torch.Tensor:
 
 def weighted_aux_loss(
     w_dec: torch.Tensor,
-    pre: torch.Tensor,
+    pre: Encoding,
     residual: torch.Tensor,
     weights: torch.Tensor,
     aux_k: int,
@@ -65,22 +66,23 @@ def weighted_aux_loss(
     across_ranks: Reduce = local,
 ) -> torch.Tensor:
     """Reconstruct ``residual`` [batch, d_in] (detached) with the top ``aux_k`` latents of
-    weights·pre (those with a positive weight), each scaled by its weight [d_sae]; normalised by
-    ‖residual‖². Zero when every weight is 0."""
-    candidates = weights > 0
-    if not bool(candidates.any()):
+    weights·pre (those with a positive weight; ``pre`` a batch's ``Encoding``), each scaled by its
+    weight [d_sae]; normalised by ‖residual‖². Zero when every weight is 0."""
+    candidates = (weights > 0).nonzero().squeeze(-1)
+    if candidates.numel() == 0:
         return residual.new_zeros(())
-    weights = weights.to(pre.dtype)
-    scored = (pre * weights).masked_fill(~candidates, float("-inf"))
-    _, indices = scored.topk(min(aux_k, int(candidates.sum())), dim=-1, sorted=False)
-    values = pre.gather(-1, indices).relu() * weights[indices]
-    error = (sparse_decode(values, indices, w_dec) - residual).pow(2).sum(-1).mean()
+    weights = weights.to(pre.dense.dtype)[candidates]
+    scores = pre.dense.detach()[:, candidates] * weights  # the choice needs no gradient
+    chosen = scores.topk(min(aux_k, candidates.numel()), dim=-1, sorted=False).indices
+    active = Active.per_row(candidates[chosen], pre.dense.shape[-1])
+    values = pre.at(active).relu() * weights[chosen].flatten()
+    error = (pre.decode(values, active, w_dec) - residual).pow(2).sum(-1).mean()
     return error / residual_power(residual, across_ranks)
 
 
 def aux_zipf_loss(
     w_dec: torch.Tensor,
-    pre: torch.Tensor,
+    pre: Encoding,
     residual: torch.Tensor,
     density: torch.Tensor | None,
     dead: torch.Tensor | None,
@@ -90,7 +92,7 @@ def aux_zipf_loss(
 ) -> torch.Tensor:
     """The loss of the module docstring. ``density`` [d_sae]: the trainer's running density
     (None before it is measured); ``dead`` [d_sae] bool: the trainer's dead latents, weight 1."""
-    weights = torch.zeros(pre.shape[-1], dtype=torch.float64)
+    weights = torch.zeros(pre.dense.shape[-1], dtype=torch.float64)
     if density is not None:
         weights = under_use(density)
     if dead is not None:
@@ -105,7 +107,7 @@ def zipf_penalties(
     residual = ((target - out.x_hat) / out.scale).detach()  # in the decoder's units
     aux = aux_zipf_loss(
         sae.W_dec,
-        out.pre,
+        out.encoding,
         residual,
         ctx.density,
         ctx.dead,

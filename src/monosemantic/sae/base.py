@@ -28,10 +28,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from monosemantic.config import ConfigError, check
 from monosemantic.runtime import DTYPES
+from monosemantic.sae.codes import Codes
+from monosemantic.sae.sparse import SPARSE_DENSITY, Active, Encoding
 
 UNKNOWN_HOOK = "unknown.hook_out"
 """A loaded transcoder's target when its files do not name one (SAELens's save_model and
@@ -120,46 +123,13 @@ class SAEConfig:
         return {"architecture": self.architecture, **asdict(self)}
 
 
-class Codes:
-    """A batch's latent activations: dense ``[batch, d_sae]``, or each row's k (index, value)
-    pairs (``indices``, ``values``: [batch, k]) so nothing needs a dense matrix. A value may be 0
-    (an entry kept by top-k whose ReLU is 0): it does not count as firing."""
-
-    def __init__(
-        self, values: torch.Tensor, indices: torch.Tensor | None = None, d_sae: int | None = None
-    ) -> None:
-        if indices is not None and d_sae is None:
-            raise ValueError("sparse codes need d_sae, the number of latents")
-        self.values = values
-        self.indices = indices
-        self.d_sae = values.shape[-1] if indices is None else int(d_sae)  # type: ignore[arg-type]
-
-    def dense(self) -> torch.Tensor:
-        """[batch, d_sae]."""
-        if self.indices is None:
-            return self.values
-        out = self.values.new_zeros(*self.values.shape[:-1], self.d_sae)
-        return out.scatter(-1, self.indices, self.values)
-
-    def active(self) -> torch.Tensor:
-        """[batch] number of non-zero codes in each row (L0)."""
-        return (self.values != 0).sum(-1)
-
-    def fire_counts(self) -> torch.Tensor:
-        """[d_sae] number of rows on which each latent is non-zero (int64)."""
-        fired = self.values != 0
-        if self.indices is None:
-            return fired.sum(0)
-        return torch.bincount(self.indices[fired], minlength=self.d_sae)
-
-
 @dataclass
 class SAEOutput:
     """A training forward pass: reconstruction, codes and pre-activations."""
 
     x_hat: torch.Tensor  # [batch, d_out], the skip term included
     codes: Codes
-    pre: torch.Tensor  # [batch, d_sae]
+    pre: torch.Tensor  # [batch, d_sae]; detached on the sparse path (read it through ``encoding``)
     skip: torch.Tensor | float = 0.0
     """A skip transcoder's x W_skipᵀ [batch, d_out] inside x_hat (0 otherwise), for loss terms
     that decode the codes again (Matryoshka's prefixes)."""
@@ -171,6 +141,17 @@ class SAEOutput:
     def raw(self, decoded: torch.Tensor) -> torch.Tensor:
         """A decoder output [batch, d_out] (codes W_dec + b_dec) in x's units, skip included."""
         return decoded * self.scale + self.shift + self.skip
+
+    active: Active | None = None
+    """The sparse path's active pairs; None: dense codes."""
+    active_values: torch.Tensor | None = None
+    """[n] the codes at ``active``'s pairs (``codes`` holds them per row)."""
+    sparse_encoding: Encoding | None = None
+
+    @property
+    def encoding(self) -> Encoding:
+        """How loss terms read ``pre`` differentiably (``Encoding.at``, ``Encoding.decode``)."""
+        return self.sparse_encoding if self.sparse_encoding is not None else Encoding(self.pre)
 
 
 Reduce = Callable[[torch.Tensor, str], torch.Tensor]
@@ -220,6 +201,11 @@ class SAE(nn.Module, abc.ABC):
     """The SAELens ``architecture`` written to cfg.json; None: this architecture's name."""
     saelens_reads: ClassVar[tuple[str, ...]] = ()
     """SAELens architectures whose folders load as this one."""
+    sparse_path: bool = True
+    """Whether ``autoencode`` takes the sparse path (``sae/sparse.py``) when ``select`` gives the
+    active pairs; set False on an instance for the dense reference."""
+    sparse_density: float = SPARSE_DENSITY
+    """Threshold architectures take the sparse path up to this fraction of active pairs."""
 
     def __init__(self, cfg: SAEConfig) -> None:
         super().__init__()
@@ -274,7 +260,7 @@ class SAE(nn.Module, abc.ABC):
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """[batch, d_in] -> [batch, d_sae]: the encoder's affine map of ``centred(x)``."""
-        return self.centred(x) @ self.W_enc + self.b_enc
+        return F.linear(self.centred(x), self.W_enc.T, self.b_enc)  # the bias fused in
 
     @abc.abstractmethod
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
@@ -317,11 +303,40 @@ class SAE(nn.Module, abc.ABC):
         return out
 
     def autoencode(self, x: torch.Tensor) -> SAEOutput:
-        """Encode and decode checked x [batch, d_in]. Architectures whose codes are sparse
-        override this to return ``Codes`` as (indices, values)."""
+        """Encode and decode checked x [batch, d_in]: on the sparse path when ``select`` names the
+        active pairs (codes as (indices, values), the decoder and every backward product over
+        the pairs), else densely."""
         pre = self.pre_acts(x)
-        f = self.activation(pre)
-        return SAEOutput(x_hat=self.decode(f), codes=Codes(f), pre=pre)
+        active = self.select(pre.detach()) if self.sparse_path else None
+        if active is None:
+            f = self.activation(pre)
+            return SAEOutput(x_hat=self.decode(f), codes=Codes(f), pre=pre)
+        b_dec = None if self.cfg.transcoder else self.b_dec
+        encoding = Encoding.sparse(pre, x, self.W_enc, self.encoder_bias(), b_dec)
+        values = self.active_values(encoding, active)
+        x_hat = encoding.decode(values, active, self.W_dec) + self.b_dec
+        return SAEOutput(
+            x_hat=x_hat,
+            codes=active.codes(values),
+            pre=encoding.dense,
+            active=active,
+            active_values=values,
+            sparse_encoding=encoding,
+        )
+
+    def select(self, pre: torch.Tensor) -> Active | None:
+        """The (row, latent) pairs that may be non-zero for pre-activations [batch, d_sae]
+        (detached), or None to run this batch densely. Base: None (no sparse path)."""
+        return None
+
+    def active_values(self, encoding: Encoding, active: Active) -> torch.Tensor:
+        """[n] the codes at the active pairs, differentiable: ``activation`` of the pairs'
+        pre-activations. Base: their ReLU."""
+        return encoding.at(active).relu()
+
+    def encoder_bias(self) -> torch.Tensor | None:
+        """The bias ``pre_acts`` adds after W_enc [d_sae], or None."""
+        return self.b_enc
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[..., d_in] -> reconstruction [..., d_out]; what ``patch`` splices into a model."""

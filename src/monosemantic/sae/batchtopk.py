@@ -31,6 +31,7 @@ import torch
 
 from monosemantic.sae.base import SAE, LossContext, Penalties, SAEOutput
 from monosemantic.sae.registry import register
+from monosemantic.sae.sparse import Active
 from monosemantic.sae.topk import TopKConfig, TopKSAE, topk_penalties
 
 THRESHOLD_DECAY = 0.99
@@ -52,6 +53,30 @@ def batch_topk_codes(pre: torch.Tensor, k: int) -> torch.Tensor:
     rows = flat.numel() // pre.shape[-1]
     values, indices = flat.topk(k * rows, sorted=False)
     return torch.zeros_like(flat).scatter(0, indices, values).reshape(pre.shape)
+
+
+CANDIDATES_PER_K = 2
+"""``batch_topk_pairs`` first takes each row's CANDIDATES_PER_K·k largest entries."""
+
+
+def batch_topk_pairs(pre: torch.Tensor, k: int) -> Active:
+    """The pairs of [N, d_sae] holding the k·N largest entries of ReLU(pre) over the batch, as
+    ``batch_topk_codes`` keeps them (less those whose code is 0, which add nothing; ties at the
+    smallest kept value all kept), without one top-k over all N·d_sae scores: the smallest kept
+    value θ is found among each row's m largest entries, and among all entries of the rows whose
+    m candidates all exceed it (they may hold more; θ only rises when they are added)."""
+    n, d_sae = pre.shape
+    values = pre.topk(min(d_sae, CANDIDATES_PER_K * k), dim=-1, sorted=False).values
+    theta = _kth_largest(values.flatten(), k * n)
+    full = values.min(-1).values > theta
+    if bool(full.any()):
+        theta = _kth_largest(torch.cat([values[~full].flatten(), pre[full].flatten()]), k * n)
+    return Active.from_mask(pre >= theta if theta > 0 else pre > 0)
+
+
+def _kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest of values [n], at least 0 (ReLU's codes)."""
+    return values.topk(k, sorted=False).values.min().clamp_min(0)
 
 
 def fold_threshold(threshold: torch.Tensor, smallest: torch.Tensor) -> None:
@@ -85,14 +110,19 @@ class BatchTopKSAE(SAE):
             return batch_topk_codes(pre, self.cfg.k)
         return pre * (pre > self.threshold)
 
+    def select(self, pre: torch.Tensor) -> Active:
+        """The sparse path's pairs (``sae/sparse.py``): batch top-k, or those above θ."""
+        if self.training or bool(self.threshold < 0):
+            return batch_topk_pairs(pre, self.cfg.k)
+        return Active.from_mask(pre > self.threshold)
+
     def penalties(self, out: SAEOutput, target: torch.Tensor, ctx: LossContext) -> Penalties:
         return topk_penalties(self, self.cfg, out, target, ctx)
 
     @torch.no_grad()
     def update_state(self, out: SAEOutput, ctx: LossContext) -> None:
         """Fold the smallest positive code of a training batch into θ."""
-        values = out.codes.values
-        smallest = values.masked_fill(values <= 0, float("inf")).min()
+        smallest = out.codes.smallest_positive().min()
         fold_threshold(self.threshold, ctx.across_ranks(smallest, "min"))
 
     @classmethod

@@ -31,6 +31,7 @@ from monosemantic.sae.aux_zipf import zipf_penalties
 from monosemantic.sae.base import SAE, LossContext, Penalties, SAEOutput
 from monosemantic.sae.batchtopk import UNSET, fold_threshold
 from monosemantic.sae.registry import register
+from monosemantic.sae.sparse import Active
 from monosemantic.sae.topk import TopKConfig
 
 
@@ -75,6 +76,12 @@ class FeatureChoiceSAE(SAE):
             return (flat.relu() * feature_choice_mask(flat, self.cfg.k)).reshape(pre.shape)
         return pre * (pre > self.inference_threshold())
 
+    def select(self, pre: torch.Tensor) -> Active:
+        """The sparse path's pairs (``sae/sparse.py``): feature choice, or those above θ_i."""
+        if self.training or bool((self.threshold < 0).all()):
+            return Active.from_mask(feature_choice_mask(pre, self.cfg.k))
+        return Active.from_mask(pre > self.inference_threshold())
+
     def inference_threshold(self) -> torch.Tensor:
         """[d_sae] θ, +inf for latents whose θ was never estimated."""
         return self.threshold.masked_fill(self.threshold < 0, float("inf"))
@@ -85,9 +92,7 @@ class FeatureChoiceSAE(SAE):
     @torch.no_grad()
     def update_state(self, out: SAEOutput, ctx: LossContext) -> None:
         """Fold each latent's smallest positive kept code of a training batch into its θ."""
-        codes = out.codes.dense()
-        smallest = codes.masked_fill(codes <= 0, float("inf")).min(0).values
-        fold_threshold(self.threshold, ctx.across_ranks(smallest, "min"))
+        fold_threshold(self.threshold, ctx.across_ranks(out.codes.smallest_positive(), "min"))
 
     def export_state(self) -> dict[str, torch.Tensor]:
         """SAELens's JumpReLU layout. Once any θ is estimated, an unestimated one is written as

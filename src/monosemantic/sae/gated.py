@@ -25,6 +25,7 @@ from torch import nn
 from monosemantic.sae.base import SAE, LossContext, Penalties, SAEOutput
 from monosemantic.sae.registry import register
 from monosemantic.sae.relu import ReluConfig
+from monosemantic.sae.sparse import Active, Encoding
 
 
 @dataclass(kw_only=True)
@@ -62,12 +63,32 @@ class GatedSAE(SAE):
         magnitude = self.r_mag.exp() * pre + self.b_mag
         return (pre + self.b_gate > 0).to(pre.dtype) * magnitude.relu()
 
+    def encoder_bias(self) -> None:
+        return None
+
+    def select(self, pre: torch.Tensor) -> Active | None:
+        """For the sparse path (``sae/sparse.py``): the open gates, when few; f and the gate's
+        ReLU are 0 elsewhere."""
+        return Active.if_sparse(pre + self.b_gate.detach() > 0, self.sparse_density)
+
+    def active_values(self, encoding: Encoding, active: Active) -> torch.Tensor:
+        pre, latents = encoding.at(active), active.latents
+        magnitude = self.r_mag.exp()[latents] * pre + self.b_mag[latents]
+        return (pre + self.b_gate[latents] > 0).to(pre.dtype) * magnitude.relu()
+
     def penalties(self, out: SAEOutput, target: torch.Tensor, ctx: LossContext) -> Penalties:
         """``l1`` = ‖ReLU(π_gate)‖₁ weighted by λ, and ``aux`` (the target reconstructed by the
         gate path through a frozen decoder) weighted by 1; both averaged over the batch."""
-        gate = (out.pre + self.b_gate).relu()
-        l1 = gate.sum(-1).mean()
-        via_gate = out.raw(gate @ self.W_dec.detach() + self.b_dec.detach())
+        batch = out.pre.shape[0]
+        if out.active is None:
+            gate = (out.pre + self.b_gate).relu()
+            l1, via_gate = gate.sum(-1).mean(), gate @ self.W_dec.detach()
+        else:  # the open gates are the pairs
+            pairs = out.active
+            gate = (out.encoding.at(pairs) + self.b_gate[pairs.latents]).relu()
+            l1 = gate.sum() / batch
+            via_gate = out.encoding.decode(gate, pairs, self.W_dec.detach())
+        via_gate = out.raw(via_gate + self.b_dec.detach())
         aux = (via_gate - target).pow(2).sum(-1).mean()
         return {"l1": (ctx.sparsity_scale * self.cfg.sparsity_coefficient, l1), "aux": (1.0, aux)}
 

@@ -21,9 +21,10 @@ from typing import ClassVar
 import torch
 
 from monosemantic.config import check
-from monosemantic.sae.base import SAE, Codes, LossContext, Penalties, SAEOutput
+from monosemantic.sae.base import SAE, LossContext, Penalties, SAEOutput
 from monosemantic.sae.registry import register
-from monosemantic.sae.topk import TopKConfig, sparse_decode, topk_penalties
+from monosemantic.sae.sparse import Active
+from monosemantic.sae.topk import TopKConfig, topk_penalties
 
 
 @dataclass(kw_only=True)
@@ -57,12 +58,9 @@ class GroupMaxSAE(SAE):
         values, indices = group_max(pre, self.cfg.k)
         return torch.zeros_like(pre).scatter(-1, indices, values)
 
-    def autoencode(self, x: torch.Tensor) -> SAEOutput:
-        """Codes as (indices, values), decoded from the k chosen rows."""
-        pre = self.pre_acts(x)
-        values, indices = group_max(pre, self.cfg.k)
-        x_hat = sparse_decode(values, indices, self.W_dec) + self.b_dec
-        return SAEOutput(x_hat=x_hat, codes=Codes(values, indices, self.d_sae), pre=pre)
+    def select(self, pre: torch.Tensor) -> Active:
+        """Each group's largest pre-activation (the sparse path: ``sae/sparse.py``)."""
+        return Active.per_row(group_max(pre, self.cfg.k)[1], self.d_sae)
 
     def penalties(self, out: SAEOutput, target: torch.Tensor, ctx: LossContext) -> Penalties:
         return topk_penalties(self, self.cfg, out, target, ctx)

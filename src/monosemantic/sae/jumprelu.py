@@ -38,6 +38,7 @@ from monosemantic.config import check
 from monosemantic.sae.base import SAE, LossContext, Penalties, SAEOutput
 from monosemantic.sae.registry import register
 from monosemantic.sae.relu import ReluConfig
+from monosemantic.sae.sparse import Active, Encoding
 
 
 def rectangle(u: torch.Tensor) -> torch.Tensor:
@@ -154,6 +155,16 @@ class JumpReLUSAE(SAE):
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         return jumprelu(pre, self.threshold, self.cfg.jumprelu_bandwidth)
 
+    def select(self, pre: torch.Tensor) -> Active | None:
+        """For the sparse path (``sae/sparse.py``): the entries above θ − ε/2, i.e. those that
+        fire and those whose θ-gradient is not 0 (the rectangle kernel's support), when few."""
+        below = self.threshold.detach() - self.cfg.jumprelu_bandwidth / 2
+        return Active.if_sparse(pre > below, self.sparse_density)
+
+    def active_values(self, encoding: Encoding, active: Active) -> torch.Tensor:
+        theta = self.threshold[active.latents]
+        return jumprelu(encoding.at(active), theta, self.cfg.jumprelu_bandwidth)
+
     def penalties(self, out: SAEOutput, target: torch.Tensor, ctx: LossContext) -> Penalties:
         """``l0`` = Σ_i H(pre_i − θ_i) (step) or ``tanh`` = Σ_i tanh(c f_i ‖W_dec,i‖), averaged
         over the batch and weighted by λ; ``pre_act`` for dead latents when μ > 0."""
@@ -161,16 +172,34 @@ class JumpReLUSAE(SAE):
         weight = ctx.sparsity_scale * cfg.sparsity_coefficient
         norms = self.W_dec.norm(dim=-1)
         if cfg.jumprelu_sparsity_loss == "tanh":
-            smooth = (cfg.jumprelu_tanh_scale * out.codes.dense() * norms).tanh()
+            smooth = (cfg.jumprelu_tanh_scale * out.codes.scaled(norms)).tanh()
             terms: Penalties = {"tanh": (weight, smooth.sum(-1).mean())}
         else:
-            l0 = heaviside(out.pre, self.threshold, cfg.jumprelu_bandwidth).sum(-1).mean()
-            terms = {"l0": (weight, l0)}
+            terms = {"l0": (weight, self.l0(out))}
         if cfg.pre_act_loss_coefficient > 0:
-            dead = ctx.dead if ctx.dead is not None else torch.zeros_like(norms, dtype=torch.bool)
-            below = (self.threshold - out.pre).relu() * (dead * norms)
-            terms["pre_act"] = (cfg.pre_act_loss_coefficient, below.sum(-1).mean())
+            terms["pre_act"] = (cfg.pre_act_loss_coefficient, self.pre_act_loss(out, ctx, norms))
         return terms
+
+    def l0(self, out: SAEOutput) -> torch.Tensor:
+        """Σ_i H(pre_i − θ_i) averaged over the batch; on the sparse path over the pairs, which
+        hold every entry that fires or has a θ-gradient (``select``)."""
+        eps = self.cfg.jumprelu_bandwidth
+        if out.active is None:
+            return heaviside(out.pre, self.threshold, eps).sum(-1).mean()
+        pairs = out.active
+        pre = out.pre[pairs.rows, pairs.latents]
+        return heaviside(pre, self.threshold[pairs.latents], eps).sum() / pairs.batch
+
+    def pre_act_loss(self, out: SAEOutput, ctx: LossContext, norms: torch.Tensor) -> torch.Tensor:
+        """Σ_{i dead} ReLU(θ_i − pre_i) ‖W_dec,i‖ averaged over the batch, read at the dead
+        latents' entries only."""
+        dead = (ctx.dead if ctx.dead is not None else norms.new_zeros(0)).nonzero().squeeze(-1)
+        batch = out.pre.shape[0]
+        if dead.numel() == 0:
+            return out.pre.new_zeros(())
+        pairs = Active.per_row(dead.expand(batch, -1), self.d_sae)
+        below = self.threshold[dead] - out.encoding.at(pairs).reshape(batch, -1)
+        return (below.relu() * norms[dead]).sum(-1).mean()
 
     @classmethod
     def config_from_saelens(cls, raw: dict[str, Any]) -> dict[str, Any]:

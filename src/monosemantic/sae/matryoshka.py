@@ -82,6 +82,23 @@ def prefix_reconstructions(
     return out
 
 
+def sparse_prefix_reconstructions(
+    out: SAEOutput, w_dec: torch.Tensor, b_dec: torch.Tensor, widths: list[int]
+) -> list[torch.Tensor]:
+    """``prefix_reconstructions`` of the sparse path's codes (``out.active``): each group of
+    latents decoded from its own pairs only."""
+    active, values = out.active, out.active_values
+    assert active is not None and values is not None
+    bounds = torch.tensor(widths, device=active.latents.device)
+    group = torch.bucketize(active.latents, bounds, right=True)  # latents in [w_{g-1}, w_g): g
+    recons, running = [], b_dec.expand(active.batch, -1)
+    for g in range(len(widths)):
+        keep = group == g
+        running = running + out.encoding.decode(values[keep], active.subset(keep), w_dec)
+        recons.append(running)
+    return recons
+
+
 @register
 class MatryoshkaSAE(BatchTopKSAE):
     config_class = MatryoshkaConfig
@@ -91,7 +108,10 @@ class MatryoshkaSAE(BatchTopKSAE):
 
     def penalties(self, out: SAEOutput, target: torch.Tensor, ctx: LossContext) -> Penalties:
         inner = self.cfg.widths[:-1]
-        recons = prefix_reconstructions(out.codes.dense(), self.W_dec, self.b_dec, inner)
+        if out.active is None:
+            recons = prefix_reconstructions(out.codes.dense(), self.W_dec, self.b_dec, inner)
+        else:
+            recons = sparse_prefix_reconstructions(out, self.W_dec, self.b_dec, inner)
         prefix = sum(
             ((target - out.raw(r)).pow(2).sum(-1).mean() for r in recons), target.new_zeros(())
         )

@@ -20,6 +20,7 @@ import torch
 from monosemantic.config import check
 from monosemantic.sae.base import SAE, LossContext, Penalties, SAEConfig, SAEOutput
 from monosemantic.sae.registry import register
+from monosemantic.sae.sparse import Active
 
 
 @dataclass(kw_only=True)
@@ -47,9 +48,13 @@ class ReluSAE(SAE):
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         return pre.relu()
 
+    def select(self, pre: torch.Tensor) -> Active | None:
+        """The positive pre-activations, when few enough for the sparse path (``sae/sparse.py``)."""
+        return Active.if_sparse(pre > 0, self.sparse_density)
+
     def penalties(self, out: SAEOutput, target: torch.Tensor, ctx: LossContext) -> Penalties:
         """``l1`` = Σ_i f_i ‖W_dec,i‖ averaged over the batch, weighted by λ."""
-        l1 = (out.codes.dense() * self.W_dec.norm(dim=1)).sum(-1).mean()
+        l1 = out.codes.scaled(self.W_dec.norm(dim=1)).sum(-1).mean()
         return {"l1": (ctx.sparsity_scale * self.cfg.sparsity_coefficient, l1)}
 
     @classmethod

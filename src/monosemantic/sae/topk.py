@@ -5,10 +5,10 @@ arXiv 2406.04093).
     loss  = ‖x − x̂‖² + α · AuxK,   α = aux_coefficient (1/32)
     AuxK  = ‖e − ê‖² / ‖e‖²,   e = x − x̂ (detached),  ê = TopK_{k_aux}(pre restricted to dead) W_dec
 
-The unit-norm decoder is kept by the trainer (gradient projection + renormalisation). Codes stay
-as (indices, values) and decoding gathers only the k active decoder rows (``sparse_decode``), so
-the decoder costs batch·k·d_in instead of batch·d_sae·d_in in both directions; the gradients are
-those of the dense product.
+The unit-norm decoder is kept by the trainer (gradient projection + renormalisation). Training
+takes the sparse path (``sae/sparse.py``): codes stay as (indices, values), and past the encoder's
+forward product every product (the decoder, the encoder's gradients, b_dec's through W_enc, AuxK's)
+reads only the k active (or k_aux dead) latents of each row; the gradients are the dense ones.
 """
 
 from __future__ import annotations
@@ -17,20 +17,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from monosemantic.config import check
-from monosemantic.sae.base import (
-    SAE,
-    Codes,
-    LossContext,
-    Penalties,
-    Reduce,
-    SAEConfig,
-    SAEOutput,
-    local,
-)
+from monosemantic.sae.base import SAE, LossContext, Penalties, Reduce, SAEConfig, SAEOutput, local
 from monosemantic.sae.registry import register
+from monosemantic.sae.sparse import Active, Encoding
 
 
 @dataclass(kw_only=True)
@@ -54,14 +45,9 @@ class TopKConfig(SAEConfig):
         return self.aux_k if self.aux_k is not None else min(self.d_sae, max(1, self.d_in // 2))
 
 
-def sparse_decode(values: torch.Tensor, indices: torch.Tensor, w_dec: torch.Tensor) -> torch.Tensor:
-    """Σ_j values[:, j] · w_dec[indices[:, j]]: values, indices [batch, k] -> [batch, d_in]."""
-    return F.embedding_bag(indices, w_dec, per_sample_weights=values, mode="sum")
-
-
 def auxk_loss(
     w_dec: torch.Tensor,
-    pre: torch.Tensor,
+    pre: Encoding,
     residual: torch.Tensor,
     dead: torch.Tensor | None,
     aux_k: int,
@@ -69,13 +55,15 @@ def auxk_loss(
     across_ranks: Reduce = local,
 ) -> torch.Tensor:
     """Reconstruct ``residual`` [batch, d_in] (target − x̂, detached) with the top ``aux_k`` dead
-    latents of ``pre`` [batch, d_sae], normalised by ‖residual‖² (``residual_power``). Zero when
-    no latent is dead."""
+    latents of ``pre`` (a batch's ``Encoding``), normalised by ‖residual‖² (``residual_power``).
+    Zero when no latent is dead."""
     if dead is None or not bool(dead.any()):
         return residual.new_zeros(())
-    k_aux = min(aux_k, int(dead.sum()))
-    values, indices = pre.masked_fill(~dead, float("-inf")).topk(k_aux, dim=-1, sorted=False)
-    recon = sparse_decode(values.relu(), indices, w_dec)
+    dead_latents = dead.nonzero().squeeze(-1)
+    scores = pre.dense.detach()[:, dead_latents]  # the choice needs no gradient
+    chosen = scores.topk(min(aux_k, dead_latents.numel()), dim=-1, sorted=False).indices
+    active = Active.per_row(dead_latents[chosen], pre.dense.shape[-1])
+    recon = pre.decode(pre.at(active).relu(), active, w_dec)
     error = (recon - residual).pow(2).sum(-1).mean()
     return error / residual_power(residual, across_ranks)
 
@@ -92,8 +80,9 @@ def topk_penalties(
     """AuxK, weighted by ``aux_coefficient``: shared by TopK and BatchTopK."""
     residual = ((target - out.x_hat) / out.scale).detach()  # in the decoder's units
     aux = auxk_loss(
-        sae.W_dec, out.pre, residual, ctx.dead, cfg.resolved_aux_k, across_ranks=ctx.across_ranks
-    )
+        sae.W_dec, out.encoding, residual, ctx.dead, cfg.resolved_aux_k,
+        across_ranks=ctx.across_ranks,
+    )  # fmt: skip
     return {"auxk": (cfg.aux_coefficient, aux)}
 
 
@@ -109,13 +98,9 @@ class TopKSAE(SAE):
         values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)
         return torch.zeros_like(pre).scatter(-1, indices, values.relu())
 
-    def autoencode(self, x: torch.Tensor) -> SAEOutput:
-        """Codes as (indices, values); the reconstruction decoded from the k active rows."""
-        pre = self.pre_acts(x)
-        values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)
-        values = values.relu()
-        x_hat = sparse_decode(values, indices, self.W_dec) + self.b_dec
-        return SAEOutput(x_hat=x_hat, codes=Codes(values, indices, self.d_sae), pre=pre)
+    def select(self, pre: torch.Tensor) -> Active:
+        """Each row's k largest pre-activations (the sparse path: ``sae/sparse.py``)."""
+        return Active.per_row(pre.topk(self.cfg.k, dim=-1, sorted=False).indices, self.d_sae)
 
     def penalties(self, out: SAEOutput, target: torch.Tensor, ctx: LossContext) -> Penalties:
         return topk_penalties(self, self.cfg, out, target, ctx)

@@ -133,7 +133,8 @@ def make_optimizer(
         return Signum(params, lr)
     if name == "muon":
         return Muon(params, lr, adam_betas=betas)
-    return torch.optim.Adam(params, lr=lr, betas=betas)
+    # fused: one pass over each parameter instead of about ten (a quarter of a sparse TopK step)
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
 
 
 def default_lr(name: str, d_sae: int) -> float:

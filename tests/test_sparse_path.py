@@ -1,0 +1,223 @@
+"""The sparse path (sae/sparse.py) against the dense reference: same loss, same gradient for every
+parameter, same training run."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from monosemantic.sae.base import SAE, LossContext
+from monosemantic.sae.batchtopk import batch_topk_codes, batch_topk_pairs
+from monosemantic.sae.gated import GatedSAE
+from monosemantic.sae.jumprelu import JumpReLUSAE
+from monosemantic.sae.registry import ARCHITECTURES, architecture_fields, config, create
+from monosemantic.sae.sparse import Active, Encoding, sampled_dot
+from monosemantic.training.objective import Batch, reconstruction
+from monosemantic.training.trainer import TrainConfig, Trainer
+
+D_IN, D_SAE, K = 10, 48, 3
+SPARSE = ["topk", "groupmax", "batchtopk", "matryoshka", "mutual_choice", "feature_choice"]
+THRESHOLDED = ["standard", "jumprelu", "gated"]
+"""Sparse below a density of active pairs (``sparse_density``, set to 1 here)."""
+
+
+def make(architecture: str, seed: int = 0, **kw) -> SAE:
+    """All parameters random, float64, λ = 0.3 where there is one; always sparse."""
+    torch.manual_seed(seed)
+    fields = architecture_fields(ARCHITECTURES[architecture])
+    own = {"k": K} if "k" in fields else {"sparsity_coefficient": 0.3}
+    sae = create(config(architecture, d_in=D_IN, d_sae=D_SAE, dtype="float64", **{**own, **kw}))
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+        if isinstance(sae, JumpReLUSAE):  # θ where some pre-activations lie within ε/2
+            sae.log_threshold.copy_(torch.empty(D_SAE).uniform_(-3.0, 0.0))
+    sae.sparse_density = 1.0
+    return sae
+
+
+def rows(n: int, d: int = D_IN, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def step(sae: SAE, x: torch.Tensor, sparse: bool, ctx: LossContext, target=None):
+    """One objective evaluation and backward: (terms, gradients by name, output)."""
+    sae.sparse_path = sparse
+    sae.zero_grad(set_to_none=True)
+    terms, out = reconstruction(sae, Batch(x, target), ctx)
+    terms["loss"].backward()
+    grads = {n: p.grad for n, p in sae.named_parameters() if p.grad is not None}
+    return terms, grads, out
+
+
+def assert_paths_agree(sae: SAE, x: torch.Tensor, ctx: LossContext, target=None) -> None:
+    sparse_terms, sparse_grads, out = step(sae, x, True, ctx, target)
+    assert out.active is not None, "the sparse path was not taken"
+    dense_terms, dense_grads, dense_out = step(sae, x, False, ctx, target)
+    assert dense_out.active is None
+    assert sparse_terms.keys() == dense_terms.keys()
+    for name in dense_terms:
+        torch.testing.assert_close(sparse_terms[name], dense_terms[name], msg=name)
+    torch.testing.assert_close(out.codes.dense(), dense_out.codes.dense())
+    assert sparse_grads.keys() == dense_grads.keys()
+    for name, grad in dense_grads.items():
+        torch.testing.assert_close(sparse_grads[name], grad, msg=f"grad of {name}")
+
+
+def some_dead() -> torch.Tensor:
+    dead = torch.zeros(D_SAE, dtype=torch.bool)
+    dead[::3] = True
+    return dead
+
+
+@pytest.mark.parametrize("architecture", SPARSE + THRESHOLDED)
+def test_gradients_equal_the_dense_path(architecture: str) -> None:
+    sae = make(architecture)
+    density = torch.rand(D_SAE, generator=torch.Generator().manual_seed(2)) * 0.2
+    assert_paths_agree(sae, rows(32), LossContext(dead=some_dead(), density=density))
+
+
+@pytest.mark.parametrize("architecture", SPARSE + THRESHOLDED)
+@pytest.mark.parametrize("case", ["batch_1", "k_is_d_sae", "silent_latent", "standardize", "skip"])
+def test_edge_cases_equal_the_dense_path(architecture: str, case: str) -> None:
+    kw: dict = {}
+    if case == "k_is_d_sae":
+        if architecture in THRESHOLDED:
+            pytest.skip("no k")
+        kw = {"k": D_SAE, **({"k": 1} if architecture == "groupmax" else {})}
+    if case == "standardize":
+        kw = {"standardize": True}
+    if case == "skip":
+        kw = {"hook": "a", "hook_out": "b", "d_out": 7, "skip": True}
+    sae = make(architecture, **kw)
+    x = rows(1 if case == "batch_1" else 24)
+    if case == "silent_latent":  # latent 5 never fires, latent 6 fires everywhere
+        with torch.no_grad():
+            bias = sae.b_gate if isinstance(sae, GatedSAE) else sae.b_enc
+            bias[5], bias[6] = -100.0, 100.0
+    target = rows(len(x), 7, seed=3) if case == "skip" else None
+    assert_paths_agree(sae, x, LossContext(dead=some_dead()), target)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"jumprelu_sparsity_loss": "tanh"},
+        {"pre_act_loss_coefficient": 0.7},
+        {"jumprelu_bandwidth": 0.5},  # a wide kernel: many pairs below θ carry θ's gradient
+    ],
+)
+def test_jumprelu_losses_equal_the_dense_path(options: dict) -> None:
+    sae = make("jumprelu", **options)
+    assert_paths_agree(sae, rows(32), LossContext(dead=some_dead()))
+
+
+@pytest.mark.parametrize("architecture", THRESHOLDED)
+def test_dense_above_the_crossover_density(architecture: str) -> None:
+    sae = make(architecture)
+    x = rows(32)
+    with torch.no_grad():
+        pre = sae.pre_acts(x)
+        density = float(sae.select(pre).latents.numel()) / pre.numel()  # type: ignore[union-attr]
+        sae.sparse_density = density * 0.99
+        assert sae.select(pre) is None
+        sae.sparse_density = density
+        assert sae.select(pre) is not None
+
+
+@pytest.mark.parametrize("architecture", ["batchtopk", "feature_choice"])
+def test_inference_with_thresholds_equals_the_dense_path(architecture: str) -> None:
+    sae = make(architecture).eval()
+    with torch.no_grad():
+        sae.threshold.fill_(0.8)
+        x = rows(16)
+        sparse = sae(x)
+        sae.sparse_path = False
+        dense = sae(x)
+    torch.testing.assert_close(sparse, dense)
+
+
+def test_training_runs_end_equal() -> None:
+    """Eight trainer steps (AuxK on: latents die after 64 inputs) leave equal weights."""
+    sparse = make("topk")
+    dense = copy.deepcopy(sparse)
+    dense.sparse_path = False
+    cfg = TrainConfig(steps=8, batch_size=32, dead_after_tokens=64, progress=False)
+    trainer = Trainer([sparse, dense], cfg)
+    data = [rows(32, seed=s) * 3 for s in range(8)]
+    trainer.initialise(data[0])
+    for x in data:
+        logs = trainer.train_step(x)
+    assert logs["0"]["dead_fraction"] > 0, "AuxK never ran"
+    assert logs["0"]["auxk"] > 0
+    for (name, p), q in zip(sparse.named_parameters(), dense.parameters(), strict=True):
+        torch.testing.assert_close(p, q, msg=name)
+    torch.testing.assert_close(trainer.runs[0].since_fired, trainer.runs[1].since_fired)
+
+
+# --- the mechanism ----------------------------------------------------------------------------
+
+
+def random_active(batch: int = 9, seed: int = 0) -> Active:
+    """Distinct pairs, some rows empty."""
+    mask = torch.rand(batch, D_SAE, generator=torch.Generator().manual_seed(seed)) < 0.1
+    mask[2] = False
+    return Active.from_mask(mask)
+
+
+def test_read_and_decode_pass_gradcheck() -> None:
+    active = random_active()
+    x = rows(active.batch).requires_grad_()
+    w_enc = torch.randn(D_IN, D_SAE, dtype=torch.float64, requires_grad=True)
+    b_enc = torch.randn(D_SAE, dtype=torch.float64, requires_grad=True)
+    b_dec = torch.randn(D_IN, dtype=torch.float64, requires_grad=True)
+    w_dec = torch.randn(D_SAE, 7, dtype=torch.float64, requires_grad=True)
+
+    def read_then_decode(x, w_enc, b_enc, b_dec, w_dec):
+        pre = (x - b_dec) @ w_enc + b_enc
+        encoding = Encoding.sparse(pre, x, w_enc, b_enc, b_dec)
+        return encoding.decode(encoding.at(active).tanh(), active, w_dec)
+
+    assert torch.autograd.gradcheck(read_then_decode, (x, w_enc, b_enc, b_dec, w_dec))
+
+
+def test_a_subset_groups_its_pairs_by_latent_as_a_sort_would() -> None:
+    active = random_active(batch=40)
+    keep = torch.rand(len(active), generator=torch.Generator().manual_seed(1)) < 0.5
+    subset = active.subset(keep)
+    fresh = Active.row_major(subset.rows, subset.latents, subset.batch, D_SAE)
+    for derived, sorted_ in zip(subset.by_latent(), fresh.by_latent(), strict=True):
+        assert derived.tolist() == sorted_.tolist()
+
+
+def test_codes_pad_rows_of_different_lengths() -> None:
+    active = random_active()
+    values = torch.rand(len(active), dtype=torch.float64) + 0.5
+    dense = torch.zeros(active.batch, D_SAE, dtype=torch.float64)
+    dense[active.rows, active.latents] = values
+    codes = active.codes(values)
+    assert codes.values.shape[1] == int(active.crow.diff().max())
+    torch.testing.assert_close(codes.dense(), dense)
+    assert codes.active().tolist() == (dense != 0).sum(-1).tolist()
+    assert codes.fire_counts().tolist() == (dense != 0).sum(0).tolist()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_sampled_dot_reads_the_product_at_the_pairs(dtype: torch.dtype) -> None:
+    active = random_active(batch=300)
+    a, b = torch.randn(300, 16, dtype=dtype), torch.randn(D_SAE, 16, dtype=dtype)
+    expected = (a.double() @ b.double().T)[active.rows, active.latents]
+    torch.testing.assert_close(sampled_dot(a, b, active).double(), expected, rtol=0.02, atol=0.1)
+
+
+@pytest.mark.parametrize("k", [1, 3, D_SAE])
+def test_batch_topk_pairs_are_the_global_top_k(k: int) -> None:
+    pre = torch.randn(20, D_SAE, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    pre[4] += 10.0  # one row holds far more than its share: the candidates must grow
+    active = batch_topk_pairs(pre, k)
+    kept = torch.zeros_like(pre)
+    kept[active.rows, active.latents] = pre[active.rows, active.latents].relu()
+    torch.testing.assert_close(kept, batch_topk_codes(pre, k))
+    assert len(active) == int((kept > 0).sum()), "the pairs are the positive codes"
