@@ -41,6 +41,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     spent = [r for r in rows if r["tokens"] > 0]
     for stage, marker in (("least squares", "s"), ("local Adam", "^"), ("KL fine-tune", "o")):
         points = [r for r in spent if r["stage"] == stage]
+        if not points:
+            continue
         ax.plot([r["tokens"] for r in points], [r["ce_candidate"] for r in points], marker,
                 label=stage, ls="-" if stage == "KL fine-tune" else "")  # fmt: skip
     ax.axhline(rows[0]["ce_reference"], color="k", lw=1, label="original SmolLM2-135M")
