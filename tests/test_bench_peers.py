@@ -4,7 +4,6 @@ activations, the bounds, monosemantic's case and the table."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,7 @@ TINY = ["--d-in", "16", "--d-sae", "64", "--k", "4", "--batch-size", "128", "--a
 TINY += ["--warmup", "1", "--steps", "2", "--repeats", "2", "--pool", "2", "--eval-rows", "256"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_rows_are_k_sparse_over_the_dictionary_and_reproducible() -> None:

@@ -15,13 +15,7 @@ from monosemantic.training.trainer import TrainConfig, train
 D, N_ATOMS, ACTIVE, BATCH = 32, 128, 4, 256
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny matmuls: threads only add contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def planted_atoms(seed: int = 0) -> torch.Tensor:
