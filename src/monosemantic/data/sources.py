@@ -78,9 +78,10 @@ class DataConfig:
     """Token windows per forward pass of the model."""
     buffer_rows: int = 65536
     """Rows in the shuffle buffer that mixes activations of many contexts."""
-    prefetch: int = 2
+    prefetch: int = 0
     """Training batches a background thread harvests ahead of the trainer, so the model's
-    forward pass overlaps the SAE step (same batches, same order); 0: the two in turn."""
+    forward pass can overlap the SAE step (same batches, same order); 0: the two in turn, the
+    default (on a 2-core CPU the thread gained nothing or halved throughput: benchmarks.md)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
