@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -228,9 +229,9 @@ class HeldOut:
     windows: torch.Tensor
     vocabulary: torch.Tensor
 
-    @property
+    @cached_property
     def centred_norms(self) -> torch.Tensor:
-        """‖x − mean(x)‖ per row [rows]."""
+        """‖x − mean(x)‖ per row [rows], computed once for every eigenvector read."""
         return (self.x - self.x.mean(0)).norm(dim=-1).clamp_min(1e-12)
 
 
