@@ -1,10 +1,14 @@
 """Run by test_distributed.py under torchrun (and in-process as its one-process reference): two
 tiny SAEs trained on a seeded matrix, each process on its part of every batch. ``--fail-at S``:
-rank 1 dies at step S, as a killed process would, after the checkpoint before it."""
+rank 1 dies at step S, after the checkpoint before it: it exits with an error, or with
+``--sigkill`` it is killed by the kernel (no Python clean-up runs, as under an out-of-memory
+kill or a scheduler's)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +35,14 @@ SETTINGS = dict(
 )
 
 
-def run(out: Path, world: World = SINGLE, *, resume: bool = False, fail_at: int = -1) -> None:
+def run(
+    out: Path,
+    world: World = SINGLE,
+    *,
+    resume: bool = False,
+    fail_at: int = -1,
+    sigkill: bool = False,
+) -> None:
     """Train and write the SAEs' weights to ``out/weights.safetensors`` (main process)."""
     torch.manual_seed(0)
     saes = [
@@ -46,6 +57,8 @@ def run(out: Path, world: World = SINGLE, *, resume: bool = False, fail_at: int 
             source.batches(BATCH, seed=0, start_step=start, part=world.part), start
         ):
             if step == fail_at and world.rank == 1:
+                if sigkill:
+                    os.kill(os.getpid(), signal.SIGKILL)
                 sys.exit(f"rank 1 stops at step {step}, as if killed")
             yield batch
 
@@ -64,6 +77,7 @@ if __name__ == "__main__":
     parser.add_argument("out", type=Path)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--fail-at", type=int, default=-1)
+    parser.add_argument("--sigkill", action="store_true")
     args = parser.parse_args()
     with launch() as world:
-        run(args.out, world, resume=args.resume, fail_at=args.fail_at)
+        run(args.out, world, resume=args.resume, fail_at=args.fail_at, sigkill=args.sigkill)

@@ -1,5 +1,6 @@
 """Data-parallel training under torchrun (gloo, 2 CPU processes) ends where one process ends at
-the same global batch; a 2-process run killed after a checkpoint resumes to the same SAEs; the
+the same global batch; a 2-process run killed after a checkpoint (a rank exiting with an error, or
+SIGKILLed) resumes to the same SAEs; the
 sweep mode (--distribute saes) trains each SAE as the one-process sweep does."""
 
 from __future__ import annotations
@@ -108,10 +109,15 @@ def test_distribute_saes_trains_each_as_the_sweep_does(runs: Path) -> None:
     assert [s["name"] for s in summary["saes"]] == list(NAMES), "every rank's SAEs, in order"
 
 
-def test_killed_two_process_run_resumes_to_the_one_process_result(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["exit", "sigkill"])
+def test_killed_two_process_run_resumes_to_the_one_process_result(
+    tmp_path: Path, how: str
+) -> None:
     worker = str(Path(__file__).with_name("ddp_worker.py"))
-    killed = torchrun(worker, str(tmp_path / "two"), "--fail-at", "15")
-    assert killed.returncode != 0 and "rank 1 stops at step 15" in killed.stderr
+    kill = ["--sigkill"] if how == "sigkill" else []
+    killed = torchrun(worker, str(tmp_path / "two"), "--fail-at", "15", *kill)
+    expected = "Signal 9 (SIGKILL)" if how == "sigkill" else "rank 1 stops at step 15"
+    assert killed.returncode != 0 and expected in killed.stderr, killed.stderr[-3000:]
     assert torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)["step"] == 10
     with pytest.raises(ValueError, match="written by 2 data-parallel processes, this run has 1"):
         run(tmp_path / "two", resume=True)

@@ -13,7 +13,7 @@ from monosemantic.sae.batchtopk import batch_topk_codes, batch_topk_pairs
 from monosemantic.sae.gated import GatedSAE
 from monosemantic.sae.jumprelu import JumpReLUSAE
 from monosemantic.sae.registry import ARCHITECTURES, architecture_fields, config, create
-from monosemantic.sae.sparse import Active, Encoding, sampled_dot
+from monosemantic.sae.sparse import Active, Encoding, row_sum, sampled_dot
 from monosemantic.training.objective import Batch, reconstruction
 from monosemantic.training.trainer import TrainConfig, Trainer
 
@@ -167,7 +167,9 @@ def random_active(batch: int = 9, seed: int = 0) -> Active:
     return Active.from_mask(mask)
 
 
-def test_read_and_decode_pass_gradcheck() -> None:
+@pytest.mark.parametrize("activation", [torch.tanh, torch.relu], ids=["tanh", "relu"])
+def test_read_and_decode_pass_gradcheck(activation) -> None:
+    """relu: about half the values and their gradients are 0, which the sums drop."""
     active = random_active()
     x = rows(active.batch).requires_grad_()
     w_enc = torch.randn(D_IN, D_SAE, dtype=torch.float64, requires_grad=True)
@@ -178,9 +180,22 @@ def test_read_and_decode_pass_gradcheck() -> None:
     def read_then_decode(x, w_enc, b_enc, b_dec, w_dec):
         pre = (x - b_dec) @ w_enc + b_enc
         encoding = Encoding.sparse(pre, x, w_enc, b_enc, b_dec)
-        return encoding.decode(encoding.at(active).tanh(), active, w_dec)
+        return encoding.decode(activation(encoding.at(active)), active, w_dec)
 
     assert torch.autograd.gradcheck(read_then_decode, (x, w_enc, b_enc, b_dec, w_dec))
+
+
+def test_pairs_of_weight_zero_are_dropped_only_when_many() -> None:
+    active = random_active(batch=40)
+    weights = torch.randn(len(active), dtype=torch.float64)
+    few = weights.clone()
+    few[0] = 0
+    assert active.without_zeros(few)[0] is active
+    many = weights.relu()
+    kept, kept_weights = active.without_zeros(many)
+    assert len(kept) == int((many != 0).sum()) and bool((kept_weights != 0).all())
+    table = torch.randn(D_SAE, 5, dtype=torch.float64)
+    torch.testing.assert_close(row_sum(table, kept, kept_weights), row_sum(table, active, many))
 
 
 def test_a_subset_groups_its_pairs_by_latent_as_a_sort_would() -> None:

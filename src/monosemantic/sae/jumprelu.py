@@ -38,7 +38,7 @@ from monosemantic.config import check
 from monosemantic.sae.base import SAE, LossContext, Penalties, SAEOutput
 from monosemantic.sae.registry import register
 from monosemantic.sae.relu import ReluConfig
-from monosemantic.sae.sparse import Active, Encoding
+from monosemantic.sae.sparse import Active, Encoding, sparse_enough
 
 
 def rectangle(u: torch.Tensor) -> torch.Tensor:
@@ -157,9 +157,13 @@ class JumpReLUSAE(SAE):
 
     def select(self, pre: torch.Tensor) -> Active | None:
         """For the sparse path (``sae/sparse.py``): the entries above θ − ε/2, i.e. those that
-        fire and those whose θ-gradient is not 0 (the rectangle kernel's support), when few."""
-        below = self.threshold.detach() - self.cfg.jumprelu_bandwidth / 2
-        return Active.if_sparse(pre > below, self.sparse_density)
+        fire and those whose θ-gradient is not 0 (the rectangle kernel's support), when few
+        fire. Those below θ cost a product of d_in per step (their code and its gradient
+        through pre are 0, which the sums drop), so the crossover counts the firing ones."""
+        threshold = self.threshold.detach()
+        if not sparse_enough(pre > threshold, self.sparse_density):
+            return None
+        return Active.from_mask(pre > threshold - self.cfg.jumprelu_bandwidth / 2)
 
     def active_values(self, encoding: Encoding, active: Active) -> torch.Tensor:
         theta = self.threshold[active.latents]

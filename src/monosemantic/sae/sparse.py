@@ -35,6 +35,16 @@ SPARSE_DENSITY = 0.1
 takes the sparse path; measured in docs/benchmarks.md ("Sparse path")."""
 
 
+ZERO_PAIRS_KEPT = 0.9
+"""Sums over the pairs drop those of weight 0 when they are over a tenth (below, the copy would
+cost more than the zeros do)."""
+
+
+def sparse_enough(mask: torch.Tensor, max_density: float) -> bool:
+    """Whether at most ``max_density`` of mask's entries are True."""
+    return int(mask.count_nonzero()) <= max_density * mask.numel()  # sum() of bools is 30× slower
+
+
 class Active:
     """A batch's active (row, latent) pairs, row-major: row r holds pairs ``crow[r]:crow[r+1]``
     of ``latents`` [n] (crow: [batch + 1]). ``width`` is each row's count when all rows hold the
@@ -75,9 +85,7 @@ class Active:
     def if_sparse(cls, mask: torch.Tensor, max_density: float) -> Active | None:
         """``from_mask`` when at most ``max_density`` of mask [batch, d_sae] is True, else None:
         above it the dense products are faster (``SPARSE_DENSITY``)."""
-        if float(mask.sum()) > max_density * mask.numel():
-            return None
-        return cls.from_mask(mask)
+        return cls.from_mask(mask) if sparse_enough(mask, max_density) else None
 
     @property
     def batch(self) -> int:
@@ -114,6 +122,15 @@ class Active:
         counts = torch.bincount(out.latents, minlength=self.d_sae)
         out._by_latent = position[order[keep[order]]], counts.cumsum(0) - counts
         return out
+
+    def without_zeros(self, weights: torch.Tensor) -> tuple[Active, torch.Tensor]:
+        """(pairs, weights) without the pairs whose weight [n] is 0, which add nothing to a sum
+        (a JumpReLU latent just below its threshold is read for θ's gradient only); itself when
+        few are 0."""
+        keep = weights != 0
+        if int(keep.count_nonzero()) > ZERO_PAIRS_KEPT * len(self):
+            return self, weights
+        return self.subset(keep), weights[keep]
 
     def codes(self, values: torch.Tensor) -> Codes:
         """values [n] at the pairs -> ``Codes`` as (indices, values) [batch, m]: rows with fewer
@@ -210,6 +227,7 @@ class _ReadPre(torch.autograd.Function):
         active: Active = ctx.active
         grad = grad.to(w_enc.dtype)  # bf16 when the forward ran under autocast
         centred = x if b_dec is None else x - b_dec
+        active, grad = active.without_zeros(grad)
         per_latent = grad.new_zeros(active.d_sae).index_add_(0, active.latents, grad)
         grad_x = grad_w = grad_b_dec = None
         if ctx.needs_input_grad[1]:
@@ -229,17 +247,18 @@ class _Decode(torch.autograd.Function):
     def forward(
         ctx: Any, values: torch.Tensor, w_dec: torch.Tensor, active: Active
     ) -> torch.Tensor:
-        ctx.save_for_backward(values, w_dec)
+        ctx.save_for_backward(w_dec)
         ctx.active = active
-        return row_sum(w_dec, active, values)
+        ctx.nonzero = active.without_zeros(values)  # the pairs ∂W_dec sums over
+        return row_sum(w_dec, *ctx.nonzero)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        values, w_dec = ctx.saved_tensors
+        (w_dec,) = ctx.saved_tensors
         active: Active = ctx.active
         grad = grad.contiguous()
         grad_values = sampled_dot(grad, w_dec, active) if ctx.needs_input_grad[0] else None
-        grad_w = latent_sum(grad, active, values) if ctx.needs_input_grad[1] else None
+        grad_w = latent_sum(grad, *ctx.nonzero) if ctx.needs_input_grad[1] else None
         return grad_values, grad_w, None
 
 
