@@ -19,7 +19,7 @@ from monosemantic.training.trainer import TrainConfig, Trainer
 
 D_IN, D_SAE, K = 10, 48, 3
 SPARSE = ["topk", "groupmax", "batchtopk", "matryoshka", "mutual_choice", "feature_choice"]
-THRESHOLDED = ["standard", "jumprelu", "gated"]
+THRESHOLDED = ["standard", "jumprelu", "gated", "p_anneal"]
 """Sparse below a density of active pairs (``sparse_density``, set to 1 here)."""
 
 
@@ -125,6 +125,28 @@ def test_dense_above_the_crossover_density(architecture: str) -> None:
         assert sae.select(pre) is None
         sae.sparse_density = density
         assert sae.select(pre) is not None
+
+
+def test_p_anneal_below_p_1_equals_the_dense_path() -> None:
+    """At p = 0.2 the zeros of the padded pairs must add no gradient (p·0^(p−1) is infinite)."""
+    sae = make("p_anneal")
+    x = rows(24)
+    assert_paths_agree(sae, x, LossContext(step=99, steps=100))
+    step(sae, x, True, LossContext(step=99, steps=100))
+    assert all(bool(p.grad.isfinite().all()) for p in sae.parameters() if p.grad is not None)
+
+
+def test_jumprelu_crossover_counts_the_latents_that_fire() -> None:
+    """The pairs just below θ (read for θ's gradient) do not count towards the density."""
+    sae = make("jumprelu", jumprelu_bandwidth=0.5)
+    with torch.no_grad():
+        pre = sae.pre_acts(rows(32))
+        firing = float((pre > sae.threshold).float().mean())
+        sae.sparse_density = firing
+        active = sae.select(pre)
+        assert active is not None and len(active) > firing * pre.numel()
+        sae.sparse_density = firing * 0.99
+        assert sae.select(pre) is None
 
 
 @pytest.mark.parametrize("architecture", ["batchtopk", "feature_choice"])

@@ -72,9 +72,12 @@ class PAnnealConfig(ReluConfig):
         return p, values[min(k + 1, len(values) - 1)]
 
 
-def lp_penalty(codes: torch.Tensor, p: float) -> torch.Tensor:
-    """codes [batch, d_sae] ≥ 0 -> mean over rows of (Σ_i f_i^p)^(1/p)."""
-    return codes.pow(p).sum(-1).pow(1.0 / p).mean()
+def lp_penalty(values: torch.Tensor, p: float) -> torch.Tensor:
+    """Codes ≥ 0 [batch, d_sae], or each row's pairs (``Codes.values``: zeros add nothing) ->
+    mean over rows of (Σ_i f_i^p)^(1/p). 0^p is read as 0 with gradient 0, not p·0^(p−1)."""
+    positive = values > 0
+    powered = torch.where(positive, values, 1.0).pow(p)
+    return torch.where(positive, powered, 0.0).sum(-1).pow(1.0 / p).mean()
 
 
 @register
@@ -95,13 +98,13 @@ class PAnnealSAE(ReluSAE):
         """``lp`` = S_p at the step's p, weighted by λ·s (and the sparsity warmup)."""
         p, _ = self.cfg.p_at(ctx.step, ctx.steps)
         weight = ctx.sparsity_scale * self.cfg.sparsity_coefficient * float(self.scale)
-        return {"lp": (weight, lp_penalty(out.codes.dense(), p))}
+        return {"lp": (weight, lp_penalty(out.codes.values, p))}
 
     @torch.no_grad()
     def update_state(self, out: SAEOutput, ctx: LossContext) -> None:
         """Record S_p and S_p' of this batch; before a change of p, rescale s."""
         p, following = self.cfg.p_at(ctx.step, ctx.steps)
-        codes = out.codes.dense().double()
+        codes = out.codes.values.double()
         self.recent = torch.roll(self.recent, -1, dims=0)
         both = torch.stack([lp_penalty(codes, p), lp_penalty(codes, following)])
         self.recent[-1] = ctx.across_ranks(both, "mean")
