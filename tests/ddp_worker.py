@@ -1,4 +1,4 @@
-"""Run by test_distributed.py under torchrun (and in-process as its one-process reference): two
+"""Run by test_distributed.py under torchrun (and in-process as its one-process reference): four
 tiny SAEs trained on a seeded matrix, each process on its part of every batch. ``--fail-at S``:
 rank 1 dies at step S, after the checkpoint before it: it exits with an error, or with
 ``--sigkill`` it is killed by the kernel (no Python clean-up runs, as under an out-of-memory
@@ -48,6 +48,9 @@ def run(
     saes = [
         create(config("topk", d_in=16, d_sae=96, k=2)),
         create(config("standard", d_in=16, d_sae=32, sparsity_coefficient=1e-3)),
+        # batch-level selections: the top codes of the global batch, found across processes
+        create(config("batchtopk", d_in=16, d_sae=64, k=3)),
+        create(config("feature_choice", d_in=16, d_sae=48, k=2)),
     ]
     rows = torch.randn(600, 16, generator=torch.Generator().manual_seed(0)) * 3 + 1
     source = MatrixSource(rows)

@@ -110,9 +110,7 @@ def test_distribute_saes_trains_each_as_the_sweep_does(runs: Path) -> None:
 
 
 @pytest.mark.parametrize("how", ["exit", "sigkill"])
-def test_killed_two_process_run_resumes_to_the_one_process_result(
-    tmp_path: Path, how: str
-) -> None:
+def test_killed_two_process_run_resumes_to_the_one_process_result(tmp_path: Path, how: str) -> None:
     worker = str(Path(__file__).with_name("ddp_worker.py"))
     kill = ["--sigkill"] if how == "sigkill" else []
     killed = torchrun(worker, str(tmp_path / "two"), "--fail-at", "15", *kill)

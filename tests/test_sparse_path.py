@@ -4,12 +4,14 @@ parameter, same training run."""
 from __future__ import annotations
 
 import copy
+import threading
 
 import pytest
 import torch
 
-from monosemantic.sae.base import SAE, LossContext
-from monosemantic.sae.batchtopk import batch_topk_codes, batch_topk_pairs
+from monosemantic.sae.base import SAE, LossContext, local
+from monosemantic.sae.batchtopk import batch_topk_codes, batch_topk_pairs, kth_largest
+from monosemantic.sae.feature_choice import feature_choice_mask, feature_choice_thresholds
 from monosemantic.sae.gated import GatedSAE
 from monosemantic.sae.jumprelu import JumpReLUSAE
 from monosemantic.sae.registry import ARCHITECTURES, architecture_fields, config, create
@@ -258,3 +260,87 @@ def test_batch_topk_pairs_are_the_global_top_k(k: int) -> None:
     kept[active.rows, active.latents] = pre[active.rows, active.latents].relu()
     torch.testing.assert_close(kept, batch_topk_codes(pre, k))
     assert len(active) == int((kept > 0).sum()), "the pairs are the positive codes"
+
+
+# --- batch-level selections over data-parallel processes ---------------------------------------
+
+
+def identity(tensor: torch.Tensor, op: str) -> torch.Tensor:
+    """A one-process reduction that is not ``local``: selections take their multi-process path."""
+    return tensor
+
+
+class ThreadRanks:
+    """``size`` threads standing in for processes: ``reduce(rank)`` all-reduces their tensors."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.barrier = threading.Barrier(size)
+        self.slots: list[torch.Tensor | None] = [None] * size
+
+    def reduce(self, rank: int):
+        def all_reduce(tensor: torch.Tensor, op: str) -> torch.Tensor:
+            self.slots[rank] = tensor.clone()
+            self.barrier.wait()
+            stacked = torch.stack(self.slots)  # type: ignore[arg-type]
+            self.barrier.wait()  # all have read before anyone writes again
+            reduced = {"sum": stacked.sum(0), "max": stacked.amax(0), "min": stacked.amin(0)}[op]
+            return tensor.copy_(reduced)
+
+        return all_reduce
+
+    def run(self, select, parts: list[torch.Tensor]) -> list:
+        out: list = [None] * self.size
+
+        def work(rank: int) -> None:
+            out[rank] = select(parts[rank], self.reduce(rank))
+
+        threads = [threading.Thread(target=work, args=(r,)) for r in range(self.size)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_kth_largest_by_bisection_is_the_top_k(dtype: torch.dtype) -> None:
+    values = torch.randn(300, 5, generator=torch.Generator().manual_seed(0)).to(dtype)
+    values[:, 2] = values[:, 2].round()  # ties
+    values[:, 4] = -values[:, 4].abs()  # nothing positive: 0
+    for k in (1, 7, 150, 300):
+        expected = values.topk(k, dim=0).values[-1].clamp_min(0)
+        assert torch.equal(kth_largest(values, k, identity), expected)
+        assert torch.equal(kth_largest(values, k), expected)
+
+
+def selections(architecture: str):
+    """(name, select(pre, across_ranks) -> mask [n, d_sae]) of a batch-level selection."""
+    if architecture == "batchtopk":
+        return lambda pre, reduce: batch_topk_pairs(pre, K, reduce)
+    thresholds = lambda pre, reduce: feature_choice_thresholds(pre, K, reduce)  # noqa: E731
+    return lambda pre, reduce: Active.from_mask((pre > 0) & (pre >= thresholds(pre, reduce)))
+
+
+def pairs_mask(active: Active) -> torch.Tensor:
+    mask = torch.zeros(active.batch, active.d_sae, dtype=torch.bool)
+    mask[active.rows, active.latents] = True
+    return mask
+
+
+@pytest.mark.parametrize("architecture", ["batchtopk", "feature_choice"])
+@pytest.mark.parametrize("processes", [2, 3])
+def test_batch_selections_over_processes_equal_one_process(
+    architecture: str, processes: int
+) -> None:
+    pre = torch.randn(24, D_SAE, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    pre[5] += 4.0  # a row (BatchTopK) and latents (Feature Choice) far above their share
+    pre[:, 3] += 3.0
+    select = selections(architecture)
+    whole = pairs_mask(select(pre, local))
+    if architecture == "feature_choice":
+        assert torch.equal(whole, feature_choice_mask(pre, K) & (pre > 0))
+    else:
+        assert torch.equal(whole, batch_topk_codes(pre, K) > 0)
+    parts = ThreadRanks(processes).run(select, list(pre.chunk(processes)))
+    assert torch.equal(torch.cat([pairs_mask(p) for p in parts]), whole)

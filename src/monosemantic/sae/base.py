@@ -23,7 +23,8 @@ the objective's (``penalties``).
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -215,6 +216,9 @@ class SAE(nn.Module, abc.ABC):
                 f"got a {type(cfg).__name__}"
             )
         self.cfg = cfg
+        self.across_ranks: Reduce = local
+        """How a batch-level selection (BatchTopK, Feature and Mutual Choice) reaches the rows of
+        every data-parallel process: ``selecting_across`` sets it for a training step."""
         dtype = DTYPES[cfg.dtype]
         w_dec = _unit_rows(cfg.d_sae, cfg.d_out)
         self.W_dec = nn.Parameter(w_dec.to(dtype))
@@ -344,6 +348,17 @@ class SAE(nn.Module, abc.ABC):
         return out.x_hat.reshape(*x.shape[:-1], self.d_out)
 
     # --- training ---------------------------------------------------------------------------
+
+    @contextmanager
+    def selecting_across(self, across_ranks: Reduce) -> Iterator[None]:
+        """Inside, batch-level selections choose over the rows of every process (``across_ranks``
+        reduces over them); outside, each call's batch is the whole batch (as when rank 0
+        evaluates alone)."""
+        self.across_ranks = across_ranks
+        try:
+            yield
+        finally:
+            self.across_ranks = local
 
     def penalties(self, out: SAEOutput, target: torch.Tensor, ctx: LossContext) -> Penalties:
         """Loss terms of this architecture beyond the objective's reconstruction (sparsity

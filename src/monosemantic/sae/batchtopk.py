@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from monosemantic.sae.base import SAE, LossContext, Penalties, SAEOutput
+from monosemantic.sae.base import SAE, LossContext, Penalties, Reduce, SAEOutput, local
 from monosemantic.sae.registry import register
 from monosemantic.sae.sparse import Active
 from monosemantic.sae.topk import TopKConfig, TopKSAE, topk_penalties
@@ -56,27 +56,55 @@ def batch_topk_codes(pre: torch.Tensor, k: int) -> torch.Tensor:
 
 
 CANDIDATES_PER_K = 2
-"""``batch_topk_pairs`` first takes each row's CANDIDATES_PER_K·k largest entries."""
+"""``batch_topk_threshold`` first takes each row's CANDIDATES_PER_K·k largest entries."""
 
 
-def batch_topk_pairs(pre: torch.Tensor, k: int) -> Active:
-    """The pairs of [N, d_sae] holding the k·N largest entries of ReLU(pre) over the batch, as
-    ``batch_topk_codes`` keeps them (less those whose code is 0, which add nothing; ties at the
-    smallest kept value all kept), without one top-k over all N·d_sae scores: the smallest kept
-    value θ is found among each row's m largest entries, and among all entries of the rows whose
-    m candidates all exceed it (they may hold more; θ only rises when they are added)."""
+def batch_topk_threshold(pre: torch.Tensor, k: int, across_ranks: Reduce = local) -> torch.Tensor:
+    """θ ≥ 0, the (k·N)-th largest entry of ReLU(pre) [n, d_sae] over the N rows of every process
+    (n here), without one top-k over all N·d_sae scores: θ is found among each row's m largest
+    entries, and among all entries of the rows whose m candidates all exceed it (they may hold
+    more; θ only rises when they are added)."""
     n, d_sae = pre.shape
+    budget = k * int(across_ranks(torch.tensor(n), "sum"))
     values = pre.topk(min(d_sae, CANDIDATES_PER_K * k), dim=-1, sorted=False).values
-    theta = _kth_largest(values.flatten(), k * n)
+    theta = kth_largest(values.reshape(-1, 1), budget, across_ranks)[0]
     full = values.min(-1).values > theta
-    if bool(full.any()):
-        theta = _kth_largest(torch.cat([values[~full].flatten(), pre[full].flatten()]), k * n)
+    if bool(across_ranks(full.any().to(torch.int32), "max")):
+        rest = torch.cat([values[~full].flatten(), pre[full].flatten()])
+        theta = kth_largest(rest.reshape(-1, 1), budget, across_ranks)[0]
+    return theta
+
+
+def batch_topk_pairs(pre: torch.Tensor, k: int, across_ranks: Reduce = local) -> Active:
+    """The pairs of [n, d_sae] holding the k·N largest entries of ReLU(pre) over the N rows of
+    every process, as ``batch_topk_codes`` keeps them in one (less those whose code is 0, which
+    add nothing; ties at the smallest kept value all kept)."""
+    theta = batch_topk_threshold(pre, k, across_ranks)
     return Active.from_mask(pre >= theta if theta > 0 else pre > 0)
 
 
-def _kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th largest of values [n], at least 0 (ReLU's codes)."""
-    return values.topk(k, sorted=False).values.min().clamp_min(0)
+FLOAT_BITS = (torch.float32, torch.int32)
+"""Where ``kth_largest`` bisects values of other dtypes than float64 (bf16 and fp16 are exact
+in float32)."""
+
+
+def kth_largest(values: torch.Tensor, k: int, across_ranks: Reduce = local) -> torch.Tensor:
+    """[c] the k-th largest of each column of values [n, c] over every process's rows, at least
+    0 (ReLU's codes); k at most the columns' length over all processes. In one process a top-k;
+    across processes an exact bisection on the bit patterns (non-negative floats order as their
+    bits) whose counts are summed over processes: at most 31 reductions of [c] counts (63 in
+    float64), and the same answer on every process."""
+    if across_ranks is local:
+        return values.topk(k, dim=0, sorted=False).values.min(0).values.clamp_min(0)
+    exact, as_bits = (torch.float64, torch.int64) if values.dtype == torch.float64 else FLOAT_BITS
+    bits = values.detach().to(exact).clamp_min(0).view(as_bits).long()
+    low = torch.zeros(bits.shape[1], dtype=torch.long)
+    high = across_ranks(bits.max(0).values, "max")
+    while bool((low < high).any()):
+        middle = low + (high - low + 1) // 2
+        enough = across_ranks((bits >= middle).sum(0), "sum") >= k
+        low, high = torch.where(enough, middle, low), torch.where(enough, high, middle - 1)
+    return low.to(as_bits).view(exact).to(values.dtype)
 
 
 def fold_threshold(threshold: torch.Tensor, smallest: torch.Tensor) -> None:
@@ -113,7 +141,7 @@ class BatchTopKSAE(SAE):
     def select(self, pre: torch.Tensor) -> Active:
         """The sparse path's pairs (``sae/sparse.py``): batch top-k, or those above θ."""
         if self.training or bool(self.threshold < 0):
-            return batch_topk_pairs(pre, self.cfg.k)
+            return batch_topk_pairs(pre, self.cfg.k, self.across_ranks)
         return Active.from_mask(pre > self.threshold)
 
     def penalties(self, out: SAEOutput, target: torch.Tensor, ctx: LossContext) -> Penalties:

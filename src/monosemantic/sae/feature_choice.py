@@ -28,8 +28,8 @@ from typing import ClassVar
 import torch
 
 from monosemantic.sae.aux_zipf import zipf_penalties
-from monosemantic.sae.base import SAE, LossContext, Penalties, SAEOutput
-from monosemantic.sae.batchtopk import UNSET, fold_threshold
+from monosemantic.sae.base import SAE, LossContext, Penalties, Reduce, SAEOutput, local
+from monosemantic.sae.batchtopk import UNSET, fold_threshold, kth_largest
 from monosemantic.sae.registry import register
 from monosemantic.sae.sparse import Active
 from monosemantic.sae.topk import TopKConfig
@@ -57,6 +57,27 @@ def feature_choice_mask(pre: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros(n, d_sae, dtype=torch.bool).scatter(0, rows, keep)
 
 
+def feature_choice_thresholds(
+    pre: torch.Tensor, k: int, across_ranks: Reduce = local
+) -> torch.Tensor:
+    """[d_sae] each latent's smallest kept score over the N rows of every process (pre: [n,
+    d_sae] here), the selection ``feature_choice_mask`` makes in one process: the m-th best, or
+    the (m+1)-th for the latents that win the remainder; 0 keeps all positive scores, +inf none.
+    Each process's m + 1 best rows per latent are all the candidates."""
+    n, d_sae = pre.shape
+    total = int(across_ranks(torch.tensor(n), "sum"))
+    m, extra = divmod(k * total, d_sae)
+    if m >= total:
+        return pre.new_zeros(d_sae)
+    top = pre.relu().topk(min(n, m + 1), dim=0, sorted=False).values
+    next_best = kth_largest(top, m + 1, across_ranks)
+    theta = kth_largest(top, m, across_ranks) if m else torch.full_like(next_best, float("inf"))
+    if extra:
+        winners = next_best.topk(extra, sorted=False).indices
+        theta[winners] = next_best[winners]
+    return theta
+
+
 @register
 class FeatureChoiceSAE(SAE):
     config_class = FeatureChoiceConfig
@@ -77,9 +98,11 @@ class FeatureChoiceSAE(SAE):
         return pre * (pre > self.inference_threshold())
 
     def select(self, pre: torch.Tensor) -> Active:
-        """The sparse path's pairs (``sae/sparse.py``): feature choice, or those above θ_i."""
+        """The sparse path's pairs (``sae/sparse.py``): feature choice over the rows of every
+        process (ties at a latent's smallest kept score all kept), or those above θ_i."""
         if self.training or bool((self.threshold < 0).all()):
-            return Active.from_mask(feature_choice_mask(pre, self.cfg.k))
+            kept = feature_choice_thresholds(pre, self.cfg.k, self.across_ranks)
+            return Active.from_mask((pre > 0) & (pre >= kept))
         return Active.from_mask(pre > self.inference_threshold())
 
     def inference_threshold(self) -> torch.Tensor:

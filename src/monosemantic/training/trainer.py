@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from monosemantic.config import check
 from monosemantic.data.store import Step, check_finite, rows_at
 from monosemantic.files import atomic_write, finite, remove_partial_writes
-from monosemantic.sae.base import SAE, LossContext, standardized
+from monosemantic.sae.base import SAE, LossContext, local, standardized
 from monosemantic.training.distributed import SINGLE, World
 from monosemantic.training.objective import Batch, Objective, reconstruction
 from monosemantic.training.optimizers import OPTIMIZERS, default_lr, make_optimizer
@@ -201,6 +201,8 @@ class Trainer:
         self.objective = objective
         self.world = world
         """The data-parallel processes; the steps given to this one are its part."""
+        self.selection_reduce = world.reduce if world.size > 1 else local
+        """What batch-level selections reduce over: one process needs no reduction."""
         self.step = 0
         self.hooks = sorted({h for sae in saes for h in (sae.cfg.hook, sae.cfg.target_hook)})
         """The hook points the SAEs read (their ``cfg.hook``, a transcoder's ``hook_out``)."""
@@ -304,7 +306,7 @@ class Trainer:
                 across_ranks=self.world.reduce,
             )
             batch = Batch(x, target, self.input_scale[sae.cfg.target_hook], context)
-            with self.autocast(x):
+            with self.autocast(x), sae.selecting_across(self.selection_reduce):
                 terms, out = self.objective(sae, batch, ctx)
             if not torch.isfinite(terms["loss"]):
                 raise FloatingPointError(
