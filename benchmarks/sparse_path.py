@@ -7,9 +7,10 @@ Synthetic activations (each row a sparse code over a 20,000-atom dictionary, fix
 576, 4608 latents, k 32, batch 4096, Adam through the Trainer. Per architecture, two identical
 SAEs (one with ``sparse_path = False``) each take warm-up steps, then rounds of timed steps
 alternate between them; the median step time gives tokens/s. FVU is measured on held-out rows
-after both have taken the same steps. The penalised architectures (ReLU, JumpReLU, Gated) start
-with their encoder bias shifted so that about k latents fire, as in a trained SAE (from their
-initialisation half of them fire, where the dense path is the faster and is taken).
+after both have taken the same steps. The penalised architectures (ReLU, JumpReLU, Gated,
+p-annealing) start with their encoder bias shifted so that about k latents fire, as in a trained
+SAE (from their initialisation half of them fire, where the dense path is the faster and is
+taken).
 ``--dense-as-before`` gives the dense reference the unfused Adam it had before the sparse path (a
 step then costs what main's step costs); ``--saelens`` times SAELens's TopK alongside (``topk``).
 Prints one JSON line per architecture.
@@ -35,7 +36,7 @@ from monosemantic.training.trainer import TrainConfig, Trainer
 
 ATOMS, ATOMS_PER_ROW = 20_000, 32
 SPARSITY_COEFFICIENT = 1.0
-"""λ of the penalised architectures (ReLU, JumpReLU, Gated)."""
+"""λ of the penalised architectures (ReLU, JumpReLU, Gated, p-annealing)."""
 
 
 def synthetic(batches: int, batch: int, d_in: int, seed: int) -> list[torch.Tensor]:
@@ -171,7 +172,7 @@ def main() -> None:
         nargs="+",
         default=[
             *("topk", "batchtopk", "matryoshka", "mutual_choice", "feature_choice"),
-            *("standard", "jumprelu", "gated"),
+            *("standard", "jumprelu", "gated", "p_anneal"),
         ],
     )
     parser.add_argument("--d-in", type=int, default=576)
