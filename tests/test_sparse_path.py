@@ -15,7 +15,7 @@ from monosemantic.sae.feature_choice import feature_choice_mask, feature_choice_
 from monosemantic.sae.gated import GatedSAE
 from monosemantic.sae.jumprelu import JumpReLUSAE
 from monosemantic.sae.registry import ARCHITECTURES, architecture_fields, config, create
-from monosemantic.sae.sparse import Active, Encoding, row_sum, sampled_dot
+from monosemantic.sae.sparse import Active, Encoding, above, row_sum, sampled_dot
 from monosemantic.training.objective import Batch, reconstruction
 from monosemantic.training.trainer import TrainConfig, Trainer
 
@@ -241,6 +241,22 @@ def test_codes_pad_rows_of_different_lengths() -> None:
     torch.testing.assert_close(codes.dense(), dense)
     assert codes.active().tolist() == (dense != 0).sum(-1).tolist()
     assert codes.fire_counts().tolist() == (dense != 0).sum(0).tolist()
+
+
+def test_above_holds_every_entry_over_a_finer_threshold_and_no_more_than_one_step_below() -> None:
+    gen = torch.Generator().manual_seed(0)
+    pre = torch.randn(64, D_SAE, generator=gen).bfloat16()
+    threshold = torch.randn(D_SAE, generator=gen) * 0.5
+    threshold[:8] = pre[0, :8].float()  # thresholds on bf16 values: strictly above them
+    mask, exact = above(pre, threshold), pre.float() > threshold
+    assert bool(mask[exact].all()), "a superset of the exact test"
+    rounded_down = torch.where(  # the largest bf16 value at or below each threshold
+        threshold.bfloat16().float() > threshold,
+        threshold.bfloat16().nextafter(torch.tensor(-float("inf")).bfloat16()).float(),
+        threshold.bfloat16().float(),
+    )
+    assert torch.equal(mask, pre.float() > rounded_down)
+    assert torch.equal(above(pre.float(), threshold), exact), "exact in one dtype"
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])

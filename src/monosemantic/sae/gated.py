@@ -25,7 +25,7 @@ from torch import nn
 from monosemantic.sae.base import SAE, LossContext, Penalties, SAEOutput
 from monosemantic.sae.registry import register
 from monosemantic.sae.relu import ReluConfig
-from monosemantic.sae.sparse import Active, Encoding
+from monosemantic.sae.sparse import Active, Encoding, above
 
 
 @dataclass(kw_only=True)
@@ -69,7 +69,9 @@ class GatedSAE(SAE):
     def select(self, pre: torch.Tensor) -> Active | None:
         """For the sparse path (``sae/sparse.py``): the open gates, when few; f and the gate's
         ReLU are 0 elsewhere."""
-        return Active.if_sparse(pre + self.b_gate.detach() > 0, self.sparse_density)
+        # pre > −b_gate, not pre + b_gate > 0: no [batch, d_sae] sum (under bf16 autocast a
+        # mixed-dtype one took longer than the encoder's product)
+        return Active.if_sparse(above(pre, -self.b_gate.detach()), self.sparse_density)
 
     def active_values(self, encoding: Encoding, active: Active) -> torch.Tensor:
         pre, latents = encoding.at(active), active.latents

@@ -38,7 +38,7 @@ from monosemantic.config import check
 from monosemantic.sae.base import SAE, LossContext, Penalties, SAEOutput
 from monosemantic.sae.registry import register
 from monosemantic.sae.relu import ReluConfig
-from monosemantic.sae.sparse import Active, Encoding, sparse_enough
+from monosemantic.sae.sparse import Active, Encoding, above, sparse_enough
 
 
 def rectangle(u: torch.Tensor) -> torch.Tensor:
@@ -161,9 +161,9 @@ class JumpReLUSAE(SAE):
         fire. Those below θ cost a product of d_in per step (their code and its gradient
         through pre are 0, which the sums drop), so the crossover counts the firing ones."""
         threshold = self.threshold.detach()
-        if not sparse_enough(pre > threshold, self.sparse_density):
+        if not sparse_enough(above(pre, threshold), self.sparse_density):
             return None
-        return Active.from_mask(pre > threshold - self.cfg.jumprelu_bandwidth / 2)
+        return Active.from_mask(above(pre, threshold - self.cfg.jumprelu_bandwidth / 2))
 
     def active_values(self, encoding: Encoding, active: Active) -> torch.Tensor:
         theta = self.threshold[active.latents]

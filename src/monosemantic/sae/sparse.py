@@ -40,6 +40,18 @@ ZERO_PAIRS_KEPT = 0.9
 cost more than the zeros do)."""
 
 
+def above(pre: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """bool [batch, d_sae]: True wherever pre [batch, d_sae] > threshold [d_sae], and perhaps
+    just below it: a threshold finer than pre's dtype (float32 against bf16 codes) is rounded
+    down to pre's, so the test is one comparison in pre's dtype (a mixed-dtype one is 4× slower).
+    A superset of the pairs, for ``select``; the values at the pairs apply the exact test."""
+    if threshold.dtype != pre.dtype:
+        rounded = threshold.to(pre.dtype)
+        lower = rounded.nextafter(torch.full_like(rounded, float("-inf")))
+        threshold = torch.where(rounded.to(threshold.dtype) > threshold, lower, rounded)
+    return pre > threshold
+
+
 def sparse_enough(mask: torch.Tensor, max_density: float) -> bool:
     """Whether at most ``max_density`` of mask's entries are True."""
     return int(mask.count_nonzero()) <= max_density * mask.numel()  # sum() of bools is 30× slower
