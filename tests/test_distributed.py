@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +27,18 @@ from monosemantic.data.store import part_rows, shuffled_indices
 NAMES = ("topk-32-k4", "topk-64-k4")
 
 
-def torchrun(*args: str) -> subprocess.CompletedProcess:
-    """2 processes on this machine; they import the package the tests import."""
+def torchrun_command(*args: str) -> tuple[list[str], dict[str, str]]:
+    """(command, environment): 2 processes on this machine; they import the package the tests
+    import."""
     src = str(Path(monosemantic.__file__).parents[1])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": src}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                "2", *args]  # fmt: skip
+    return command, env
+
+
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    command, env = torchrun_command(*args)
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -123,3 +131,33 @@ def test_killed_two_process_run_resumes_to_the_one_process_result(tmp_path: Path
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     run(tmp_path / "one")
     assert_same_weights(tmp_path / "one" / WEIGHTS, tmp_path / "two" / WEIGHTS)
+
+
+def test_sigkilled_two_process_cli_run_resumes_to_the_one_process_result(runs: Path) -> None:
+    """The whole torchrun job is SIGKILLed from outside once a checkpoint is on disk, wherever
+    its processes are (a step, a write, a collective); ``--resume`` ends where an uninterrupted
+    one-process run ends."""
+    longer = ("--steps", "400", "--checkpoint-every", "50")
+    out = runs / "sigkilled"
+    command, env = torchrun_command(
+        "-m", "monosemantic.cli", *train_args(runs / "rows.npy", out, *longer)
+    )
+    job = subprocess.Popen(command, env=env, start_new_session=True, stderr=subprocess.PIPE)
+    checkpoint = out / "train" / "checkpoint.pt"
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait(timeout=60)
+    assert checkpoint.exists(), job.stderr.read().decode()[-3000:] if job.stderr else ""
+    assert not (out / "summary.json").exists(), "the run ended before it was killed"
+    resumed = torchrun(
+        "-m", "monosemantic.cli", *train_args(runs / "rows.npy", out, *longer, "--resume")
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert main(train_args(runs / "rows.npy", runs / "one-longer", *longer)) == 0
+    for name in NAMES:
+        assert_same_weights(
+            runs / "one-longer" / "saes" / name / "sae_weights.safetensors",
+            out / "saes" / name / "sae_weights.safetensors",
+        )
