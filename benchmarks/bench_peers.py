@@ -71,7 +71,7 @@ Case = tuple[Step, Autoencode, torch.nn.Module]
 OUR_PENALTIES = {
     "standard": {"sparsity_coefficient": 0.1},
     "gated": {"sparsity_coefficient": 0.2},
-    "p_anneal": {"sparsity_coefficient": 0.1},
+    "p_anneal": {"sparsity_coefficient": 0.02},
     "jumprelu": {
         "sparsity_coefficient": 3e-3,
         "jumprelu_bandwidth": 0.05,
