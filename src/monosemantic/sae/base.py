@@ -154,6 +154,15 @@ class SAEOutput:
         """How loss terms read ``pre`` differentiably (``Encoding.at``, ``Encoding.decode``)."""
         return self.sparse_encoding if self.sparse_encoding is not None else Encoding(self.pre)
 
+    def weighted_total(self, weights: torch.Tensor) -> torch.Tensor:
+        """Σ over the batch and latents of f_i · weights_i (weights: [d_sae]), differentiable in
+        both: over the pairs on the sparse path, not over rows padded to the longest one."""
+        if self.active is None or self.active_values is None:
+            return self.codes.scaled(weights).sum()
+        values = self.active_values.to(weights.dtype)  # sums of bf16 codes kept in float32
+        per_latent = values.new_zeros(self.active.d_sae).index_add(0, self.active.latents, values)
+        return per_latent @ weights
+
 
 Reduce = Callable[[torch.Tensor, str], torch.Tensor]
 """``(tensor, op)`` -> the tensor reduced over data-parallel processes (op: mean, sum, min, max)."""

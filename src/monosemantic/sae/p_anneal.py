@@ -72,12 +72,26 @@ class PAnnealConfig(ReluConfig):
         return p, values[min(k + 1, len(values) - 1)]
 
 
-def lp_penalty(values: torch.Tensor, p: float) -> torch.Tensor:
-    """Codes ≥ 0 [batch, d_sae], or each row's pairs (``Codes.values``: zeros add nothing) ->
-    mean over rows of (Σ_i f_i^p)^(1/p). 0^p is read as 0 with gradient 0, not p·0^(p−1)."""
+def powered(values: torch.Tensor, p: float) -> torch.Tensor:
+    """values ≥ 0 to the power p, 0^p read as 0 with gradient 0 (not p·0^(p−1))."""
     positive = values > 0
-    powered = torch.where(positive, values, 1.0).pow(p)
-    return torch.where(positive, powered, 0.0).sum(-1).pow(1.0 / p).mean()
+    return torch.where(positive, torch.where(positive, values, 1.0).pow(p), 0.0)
+
+
+def lp_penalty(codes: torch.Tensor, p: float) -> torch.Tensor:
+    """Codes ≥ 0 [batch, d_sae], or each row's pairs (``Codes.values``: zeros add nothing) ->
+    mean over rows of (Σ_i f_i^p)^(1/p)."""
+    return powered(codes, p).sum(-1).pow(1.0 / p).mean()
+
+
+def output_lp(out: SAEOutput, p: float, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``lp_penalty`` of a training step's codes (in ``dtype``, default theirs): over the pairs
+    on the sparse path, not over rows padded to the longest one."""
+    if out.active is None or out.active_values is None:
+        return lp_penalty(out.codes.values.to(dtype), p)
+    terms = powered(out.active_values.to(dtype), p)
+    per_row = terms.new_zeros(out.active.batch).index_add(0, out.active.rows, terms)
+    return per_row.pow(1.0 / p).mean()
 
 
 @register
@@ -98,15 +112,14 @@ class PAnnealSAE(ReluSAE):
         """``lp`` = S_p at the step's p, weighted by λ·s (and the sparsity warmup)."""
         p, _ = self.cfg.p_at(ctx.step, ctx.steps)
         weight = ctx.sparsity_scale * self.cfg.sparsity_coefficient * float(self.scale)
-        return {"lp": (weight, lp_penalty(out.codes.values, p))}
+        return {"lp": (weight, output_lp(out, p))}
 
     @torch.no_grad()
     def update_state(self, out: SAEOutput, ctx: LossContext) -> None:
         """Record S_p and S_p' of this batch; before a change of p, rescale s."""
         p, following = self.cfg.p_at(ctx.step, ctx.steps)
-        codes = out.codes.values.double()
         self.recent = torch.roll(self.recent, -1, dims=0)
-        both = torch.stack([lp_penalty(codes, p), lp_penalty(codes, following)])
+        both = torch.stack([output_lp(out, q, torch.float64) for q in (p, following)])
         self.recent[-1] = ctx.across_ranks(both, "mean")
         self.recorded += 1
         coming, _ = self.cfg.p_at(ctx.step + 1, ctx.steps)

@@ -54,7 +54,7 @@ class ReluSAE(SAE):
 
     def penalties(self, out: SAEOutput, target: torch.Tensor, ctx: LossContext) -> Penalties:
         """``l1`` = Σ_i f_i ‖W_dec,i‖ averaged over the batch, weighted by λ."""
-        l1 = out.codes.scaled(self.W_dec.norm(dim=1)).sum(-1).mean()
+        l1 = out.weighted_total(self.W_dec.norm(dim=1)) / out.pre.shape[0]
         return {"l1": (ctx.sparsity_scale * self.cfg.sparsity_coefficient, l1)}
 
     @classmethod
