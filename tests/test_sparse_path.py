@@ -9,6 +9,7 @@ import threading
 import pytest
 import torch
 
+from monosemantic.sae import batchtopk
 from monosemantic.sae.base import SAE, LossContext, local
 from monosemantic.sae.batchtopk import batch_topk_codes, batch_topk_pairs, kth_largest
 from monosemantic.sae.feature_choice import feature_choice_mask, feature_choice_thresholds
@@ -360,3 +361,28 @@ def test_batch_selections_over_processes_equal_one_process(
         assert torch.equal(whole, batch_topk_codes(pre, K) > 0)
     parts = ThreadRanks(processes).run(select, list(pre.chunk(processes)))
     assert torch.equal(torch.cat([pairs_mask(p) for p in parts]), whole)
+
+
+@pytest.mark.parametrize("bound", [1e9, 2.0, 1e-3, 0.0, -1.0])
+def test_batch_topk_pairs_are_exact_whatever_the_sampled_bound(monkeypatch, bound: float) -> None:
+    """The sampled bound only decides which entries are candidates: too high (too few), too low,
+    or none at all, the pairs are still the global top k·N."""
+    monkeypatch.setattr(batchtopk, "sampled_lower_bound", lambda pre, _: torch.tensor(bound))
+    pre = torch.randn(20, D_SAE, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for processes in (1, 2):
+        parts = ThreadRanks(processes).run(
+            lambda p, reduce: batch_topk_pairs(p, K, reduce), list(pre.chunk(processes))
+        )
+        mask = torch.cat([pairs_mask(p) for p in parts])
+        assert torch.equal(mask, batch_topk_codes(pre, K) > 0)
+
+
+def test_sampled_lower_bound_is_reached_by_the_fraction_and_not_much_more() -> None:
+    """On 400 × 1000 entries (sampled at stride 7: 6 would share factors with 1000) whose columns
+    differ in scale, at least the fraction reach the bound, and at most twice it (the margin is
+    6σ + 16 entries of the sample's ~450-11,000 expected)."""
+    g = torch.Generator().manual_seed(0)
+    pre = torch.randn(400, 1000, generator=g) * torch.linspace(0.1, 3.0, 1000)
+    for fraction in (0.002, 0.01, 0.1):
+        reached = int((pre >= batchtopk.sampled_lower_bound(pre, fraction)).sum())
+        assert fraction * pre.numel() <= reached <= 2 * fraction * pre.numel()
