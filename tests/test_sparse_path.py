@@ -260,6 +260,23 @@ def test_above_holds_every_entry_over_a_finer_threshold_and_no_more_than_one_ste
     assert torch.equal(above(pre.float(), threshold), exact), "exact in one dtype"
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_above_non_negative_thresholds_compares_bits_exactly_as_floats(dtype) -> None:
+    """Thresholds ≥ 0 (per latent, or a scalar; > 0 for ≥) take the integer comparison of bit
+    patterns: on entries equal to the thresholds, ±0, negatives and infinities it is the float
+    comparison, and so is the float comparison it falls back to."""
+    gen = torch.Generator().manual_seed(0)
+    pre = torch.randn(64, D_SAE, generator=gen).to(dtype)
+    threshold = (torch.randn(D_SAE, generator=gen).abs() * 0.5).to(dtype)
+    threshold[:4] = 0.0
+    pre[0] = threshold  # equal: > False, ≥ True
+    pre[1, :8] = torch.tensor([0.0, -0.0, float("inf"), float("-inf")] * 2, dtype=dtype)
+    zeros = torch.tensor([0.0, -0.0], dtype=dtype)
+    for t in (threshold, threshold[7], threshold[4:].min(), zeros[0], zeros[1]):
+        assert torch.equal(above(pre, t), pre > t)
+        assert torch.equal(above(pre, t, or_equal=True), pre >= t)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_sampled_dot_reads_the_product_at_the_pairs(dtype: torch.dtype) -> None:
     active = random_active(batch=300)

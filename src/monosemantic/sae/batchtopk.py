@@ -32,7 +32,7 @@ import torch
 
 from monosemantic.sae.base import SAE, LossContext, Penalties, Reduce, SAEOutput, local
 from monosemantic.sae.registry import register
-from monosemantic.sae.sparse import Active
+from monosemantic.sae.sparse import Active, above
 from monosemantic.sae.topk import TopKConfig, TopKSAE, topk_penalties
 
 THRESHOLD_DECAY = 0.99
@@ -92,8 +92,9 @@ def batch_topk_pairs(pre: torch.Tensor, k: int, across_ranks: Reduce = local) ->
     budget = k * total
     bound = sampled_lower_bound(pre, budget / max(1, total * d_sae)).float()
     bound = across_ranks(bound, "min").to(pre.dtype)  # the same candidates' rule everywhere
-    for floor in (bound, None) if bool(bound > 0) else (None,):
-        rows, latents = (pre > 0 if floor is None else pre >= floor).nonzero(as_tuple=True)
+    positive = (pre.new_zeros(()), False)  # the last resort: every entry > 0
+    for floor, or_equal in [(bound, True), positive] if bool(bound > 0) else [positive]:
+        rows, latents = above(pre, floor, or_equal=or_equal).nonzero(as_tuple=True)
         found = int(across_ranks(torch.tensor(rows.numel()), "sum"))
         if found >= budget:
             break

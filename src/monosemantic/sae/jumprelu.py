@@ -159,11 +159,14 @@ class JumpReLUSAE(SAE):
         """For the sparse path (``sae/sparse.py``): the entries above θ − ε/2, i.e. those that
         fire and those whose θ-gradient is not 0 (the rectangle kernel's support), when few
         fire. Those below θ cost a product of d_in per step (their code and its gradient
-        through pre are 0, which the sums drop), so the crossover counts the firing ones."""
+        through pre are 0, which the sums drop), so the crossover counts the firing ones
+        (compared only when the window itself is too dense)."""
         threshold = self.threshold.detach()
-        if not sparse_enough(above(pre, threshold), self.sparse_density):
+        window = above(pre, threshold - self.cfg.jumprelu_bandwidth / 2)
+        density = self.sparse_density
+        if not sparse_enough(window, density) and not sparse_enough(above(pre, threshold), density):
             return None
-        return Active.from_mask(above(pre, threshold - self.cfg.jumprelu_bandwidth / 2))
+        return Active.from_mask(window)
 
     def active_values(self, encoding: Encoding, active: Active) -> torch.Tensor:
         theta = self.threshold[active.latents]

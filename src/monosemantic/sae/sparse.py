@@ -40,16 +40,32 @@ ZERO_PAIRS_KEPT = 0.9
 cost more than the zeros do)."""
 
 
-def above(pre: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    """bool [batch, d_sae]: True wherever pre [batch, d_sae] > threshold [d_sae], and perhaps
-    just below it: a threshold finer than pre's dtype (float32 against bf16 codes) is rounded
-    down to pre's, so the test is one comparison in pre's dtype (a mixed-dtype one is 4× slower).
-    A superset of the pairs, for ``select``; the values at the pairs apply the exact test."""
+SAME_WIDTH_INTS = {
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+    torch.float32: torch.int32,
+    torch.float64: torch.int64,
+}
+"""The integers whose bit patterns ``above`` compares instead of floats."""
+
+
+def above(pre: torch.Tensor, threshold: torch.Tensor, *, or_equal: bool = False) -> torch.Tensor:
+    """bool [batch, d_sae]: True wherever pre [batch, d_sae] > threshold [d_sae] (or a scalar;
+    ≥ with ``or_equal``), and perhaps just below it: a threshold finer than pre's dtype (float32
+    against bf16 codes) is rounded down to pre's, so the test is one comparison in pre's dtype (a
+    mixed-dtype one is 4× slower). A superset of the pairs, for ``select``; the values at the
+    pairs apply the exact test. With no threshold below 0 (for ≥: none at or below 0, which −0
+    would reach) the comparison reads the bits as integers, since non-negative floats order as
+    their bit patterns and negative ones lie below every non-negative: 1.4× faster than bf16's
+    float comparison, 1.6× float32's."""
     if threshold.dtype != pre.dtype:
         rounded = threshold.to(pre.dtype)
         lower = rounded.nextafter(torch.full_like(rounded, float("-inf")))
         threshold = torch.where(rounded.to(threshold.dtype) > threshold, lower, rounded)
-    return pre > threshold
+    if bool((threshold > 0).all() if or_equal else (threshold >= 0).all()):
+        ints = SAME_WIDTH_INTS[pre.dtype]
+        pre, threshold = pre.view(ints), threshold.abs().view(ints)  # −0 as +0
+    return pre >= threshold if or_equal else pre > threshold
 
 
 def sparse_enough(mask: torch.Tensor, max_density: float) -> bool:
