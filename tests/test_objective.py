@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monosemantic.sae.base import SAE, Codes, LossContext
+from monosemantic.sae.base import SAE, Codes, LossContext, squared_error
 from monosemantic.sae.registry import config, create
 from monosemantic.training.objective import Batch, reconstruction
 from monosemantic.training.trainer import TrainConfig, Trainer
@@ -62,3 +62,16 @@ def test_the_trainer_minimises_the_objective_it_is_given() -> None:
     with torch.no_grad():
         error = (sae(rows) - 2 * rows).pow(2).sum() / (2 * rows).pow(2).sum()
     assert error < 0.05
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (2, 3, 5)])
+def test_squared_error_is_each_rows_sum_of_squares_averaged(shape) -> None:
+    """The fused form against the definition: value and both gradients, float64."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True) for _ in "ab")
+    fused = squared_error(a, b)
+    spelled = (a - b).pow(2).sum(-1).mean()
+    torch.testing.assert_close(fused, spelled, rtol=1e-12, atol=0)
+    expected = torch.autograd.grad(spelled, (a, b))
+    for x, y in zip(torch.autograd.grad(fused, (a, b)), expected, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=0)

@@ -25,7 +25,15 @@ from __future__ import annotations
 
 import torch
 
-from monosemantic.sae.base import SAE, LossContext, Penalties, Reduce, SAEOutput, local
+from monosemantic.sae.base import (
+    SAE,
+    LossContext,
+    Penalties,
+    Reduce,
+    SAEOutput,
+    local,
+    squared_error,
+)
 from monosemantic.sae.sparse import Active, Encoding
 from monosemantic.sae.topk import TopKConfig, residual_power
 
@@ -76,7 +84,7 @@ def weighted_aux_loss(
     chosen = scores.topk(min(aux_k, candidates.numel()), dim=-1, sorted=False).indices
     active = Active.per_row(candidates[chosen], pre.dense.shape[-1])
     values = pre.at(active).relu() * weights[chosen].flatten()
-    error = (pre.decode(values, active, w_dec) - residual).pow(2).sum(-1).mean()
+    error = squared_error(pre.decode(values, active, w_dec), residual)
     return error / residual_power(residual, across_ranks)
 
 

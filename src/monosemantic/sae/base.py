@@ -140,8 +140,15 @@ class SAEOutput:
     scale + shift (+ skip); loss terms that decode again use them to reach x's units."""
 
     def raw(self, decoded: torch.Tensor) -> torch.Tensor:
-        """A decoder output [batch, d_out] (codes W_dec + b_dec) in x's units, skip included."""
-        return decoded * self.scale + self.shift + self.skip
+        """A decoder output [batch, d_out] (codes W_dec + b_dec) in x's units, skip included
+        (each of the three that is the identity skipped: it would be a pass over the batch)."""
+        if not _is(self.scale, 1.0):
+            decoded = decoded * self.scale
+        if not _is(self.shift, 0.0):
+            decoded = decoded + self.shift
+        if not _is(self.skip, 0.0):
+            decoded = decoded + self.skip
+        return decoded
 
     active: Active | None = None
     """The sparse path's active pairs; None: dense codes."""
@@ -166,6 +173,17 @@ class SAEOutput:
 
 Reduce = Callable[[torch.Tensor, str], torch.Tensor]
 """``(tensor, op)`` -> the tensor reduced over data-parallel processes (op: mean, sum, min, max)."""
+
+
+def _is(value: torch.Tensor | float, constant: float) -> bool:
+    return not isinstance(value, torch.Tensor) and value == constant
+
+
+def squared_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Σ_d (a − b)² averaged over the rows of a, b [..., d]: torch's fused mean-squared-error
+    kernel, summed, which makes one pass forward and one backward (the same written out as
+    ``(a − b).pow(2).sum(-1).mean()`` makes five and six: 6.1 against 2.6 ms at [4096, 576])."""
+    return F.mse_loss(a, b, reduction="sum") / a.shape[:-1].numel()
 
 
 def local(tensor: torch.Tensor, op: str) -> torch.Tensor:

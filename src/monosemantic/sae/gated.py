@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from monosemantic.sae.base import SAE, LossContext, Penalties, SAEOutput
+from monosemantic.sae.base import SAE, LossContext, Penalties, SAEOutput, squared_error
 from monosemantic.sae.registry import register
 from monosemantic.sae.relu import ReluConfig
 from monosemantic.sae.sparse import Active, Encoding, above
@@ -91,7 +91,7 @@ class GatedSAE(SAE):
             l1 = gate.sum() / batch
             via_gate = out.encoding.decode(gate, pairs, self.W_dec.detach())
         via_gate = out.raw(via_gate + self.b_dec.detach())
-        aux = (via_gate - target).pow(2).sum(-1).mean()
+        aux = squared_error(via_gate, target)
         return {"l1": (ctx.sparsity_scale * self.cfg.sparsity_coefficient, l1), "aux": (1.0, aux)}
 
     @classmethod

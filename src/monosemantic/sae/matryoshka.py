@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import torch
 
 from monosemantic.config import check
-from monosemantic.sae.base import LossContext, Penalties, SAEConfig, SAEOutput
+from monosemantic.sae.base import LossContext, Penalties, SAEConfig, SAEOutput, squared_error
 from monosemantic.sae.batchtopk import BatchTopKConfig, BatchTopKSAE
 from monosemantic.sae.registry import register
 from monosemantic.sae.topk import TopKSAE, topk_penalties
@@ -112,9 +112,7 @@ class MatryoshkaSAE(BatchTopKSAE):
             recons = prefix_reconstructions(out.codes.dense(), self.W_dec, self.b_dec, inner)
         else:
             recons = sparse_prefix_reconstructions(out, self.W_dec, self.b_dec, inner)
-        prefix = sum(
-            ((target - out.raw(r)).pow(2).sum(-1).mean() for r in recons), target.new_zeros(())
-        )
+        prefix = sum((squared_error(out.raw(r), target) for r in recons), target.new_zeros(()))
         return {"prefix_mse": (1.0, prefix), **topk_penalties(self, self.cfg, out, target, ctx)}
 
     def prefix(self, width: int) -> BatchTopKSAE:

@@ -19,7 +19,16 @@ from typing import Any, ClassVar
 import torch
 
 from monosemantic.config import check
-from monosemantic.sae.base import SAE, LossContext, Penalties, Reduce, SAEConfig, SAEOutput, local
+from monosemantic.sae.base import (
+    SAE,
+    LossContext,
+    Penalties,
+    Reduce,
+    SAEConfig,
+    SAEOutput,
+    local,
+    squared_error,
+)
 from monosemantic.sae.registry import register
 from monosemantic.sae.sparse import Active, Encoding
 
@@ -64,7 +73,7 @@ def auxk_loss(
     chosen = scores.topk(min(aux_k, dead_latents.numel()), dim=-1, sorted=False).indices
     active = Active.per_row(dead_latents[chosen], pre.dense.shape[-1])
     recon = pre.decode(pre.at(active).relu(), active, w_dec)
-    error = (recon - residual).pow(2).sum(-1).mean()
+    error = squared_error(recon, residual)
     return error / residual_power(residual, across_ranks)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from monosemantic.sae.base import SAE, LossContext, SAEOutput
+from monosemantic.sae.base import SAE, LossContext, SAEOutput, squared_error
 
 Terms = dict[str, torch.Tensor]
 
@@ -66,5 +66,5 @@ def reconstruction(sae: SAE, batch: Batch, ctx: LossContext) -> tuple[Terms, SAE
     architecture's penalties."""
     out = sae.forward_full(batch.x)
     target = batch.reconstruction_target
-    mse = (out.x_hat - target).pow(2).sum(-1).mean()
+    mse = squared_error(out.x_hat, target)
     return with_penalties(sae, out, target, ctx, {"mse": mse}), out
