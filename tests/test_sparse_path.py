@@ -192,10 +192,29 @@ def random_active(batch: int = 9, seed: int = 0) -> Active:
     return Active.from_mask(mask)
 
 
+def per_row_active(batch: int = 9, width: int = 5, seed: int = 0) -> Active:
+    """``width`` distinct latents in every row, as TopK's."""
+    scores = torch.rand(batch, D_SAE, generator=torch.Generator().manual_seed(seed))
+    return Active.per_row(scores.topk(width, dim=-1).indices, D_SAE)
+
+
+ACTIVES = {"ragged": random_active, "per_row": per_row_active}
+
+
+@pytest.mark.parametrize("layout", ACTIVES)
+def test_read_is_the_dense_tensor_at_each_pair(layout: str) -> None:
+    active = ACTIVES[layout]()
+    dense = torch.randn(active.batch, D_SAE, dtype=torch.float64)
+    expected = [float(dense[r, j]) for r, j in zip(active.rows, active.latents, strict=True)]
+    assert active.read(dense).tolist() == expected
+    assert active.read(dense.T.contiguous().T).tolist() == expected  # any strides
+
+
+@pytest.mark.parametrize("layout", ACTIVES)
 @pytest.mark.parametrize("activation", [torch.tanh, torch.relu], ids=["tanh", "relu"])
-def test_read_and_decode_pass_gradcheck(activation) -> None:
+def test_read_and_decode_pass_gradcheck(activation, layout: str) -> None:
     """relu: about half the values and their gradients are 0, which the sums drop."""
-    active = random_active()
+    active = ACTIVES[layout]()
     x = rows(active.batch).requires_grad_()
     w_enc = torch.randn(D_IN, D_SAE, dtype=torch.float64, requires_grad=True)
     b_enc = torch.randn(D_SAE, dtype=torch.float64, requires_grad=True)
@@ -275,6 +294,32 @@ def test_above_non_negative_thresholds_compares_bits_exactly_as_floats(dtype) ->
     for t in (threshold, threshold[7], threshold[4:].min(), zeros[0], zeros[1]):
         assert torch.equal(above(pre, t), pre > t)
         assert torch.equal(above(pre, t, or_equal=True), pre >= t)
+
+
+def test_bf16_codes_over_float32_weights_sum_in_bf16_with_float32_gradients() -> None:
+    """Autocast's case: the sums over pairs run in the codes' dtype, as autocast's products do,
+    rounded once (embedding_bag accumulates in float32); the weights' gradients come back in
+    their own dtype, within bf16 rounding of the float64 ones."""
+    active = random_active(batch=64)
+    x = torch.randn(64, D_IN)
+    w_enc = torch.randn(D_IN, D_SAE, requires_grad=True)
+    w_dec = torch.randn(D_SAE, 7, requires_grad=True)
+    upstream = torch.randn(64, 7)
+
+    def run(dtype: torch.dtype, weights_dtype: torch.dtype):
+        enc, dec = (w.detach().to(weights_dtype).requires_grad_() for w in (w_enc, w_dec))
+        pre = (x.to(weights_dtype) @ enc).to(dtype)
+        encoding = Encoding.sparse(pre, x.to(weights_dtype), enc, None, None)
+        out = encoding.decode(encoding.at(active).relu(), active, dec)
+        (out.to(upstream.dtype) * upstream).sum().backward()
+        return out, enc.grad, dec.grad
+
+    out, grad_enc, grad_dec = (t.detach() for t in run(torch.bfloat16, torch.float32))
+    exact = [t.detach() for t in run(torch.float64, torch.float64)]
+    assert out.dtype == torch.bfloat16 and grad_enc.dtype == grad_dec.dtype == torch.float32
+    for got, want in zip((out, grad_enc, grad_dec), exact, strict=True):
+        error = float((got.double() - want).norm() / want.norm())
+        assert 0 < error < 2e-2, error  # bf16 really ran (its inputs rounded too), and agrees
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])

@@ -69,7 +69,7 @@ def feature_choice_thresholds(
     m, extra = divmod(k * total, d_sae)
     if m >= total:
         return pre.new_zeros(d_sae)
-    top = pre.relu().topk(min(n, m + 1), dim=0, sorted=False).values
+    top = pre.topk(min(n, m + 1), dim=0, sorted=False).values.relu()  # ReLU commutes with topk
     next_best = kth_largest(top, m + 1, across_ranks)
     theta = kth_largest(top, m, across_ranks) if m else torch.full_like(next_best, float("inf"))
     if extra:

@@ -194,7 +194,7 @@ class JumpReLUSAE(SAE):
         if out.active is None:
             return heaviside(out.pre, self.threshold, eps).sum(-1).mean()
         pairs = out.active
-        pre = out.pre[pairs.rows, pairs.latents]
+        pre = pairs.read(out.pre)
         return heaviside(pre, self.threshold[pairs.latents], eps).sum() / pairs.batch
 
     def pre_act_loss(self, out: SAEOutput, ctx: LossContext, norms: torch.Tensor) -> torch.Tensor:

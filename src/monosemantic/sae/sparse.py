@@ -132,6 +132,14 @@ class Active:
     def __len__(self) -> int:
         return self.latents.numel()
 
+    def read(self, dense: torch.Tensor) -> torch.Tensor:
+        """[n] dense [batch, d_sae] at the pairs: a row-wise gather when every row holds the same
+        count, else a gather from the flat tensor (4 and 2× faster than ``dense[rows,
+        latents]``, which works out each pair's flat index and its bounds again)."""
+        if self.width is not None:
+            return dense.gather(1, self.latents.view(self.batch, self.width)).view(-1)
+        return dense.reshape(-1).take(self.rows * self.d_sae + self.latents)
+
     def by_latent(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The pairs grouped by latent: (order [n], offsets [d_sae]), pairs ``order`` with latent
         j at ``offsets[j]`` onwards (a stable sort, so rows stay increasing within a latent)."""
@@ -188,10 +196,18 @@ def _stable_order(keys: torch.Tensor) -> torch.Tensor:
         torch.set_num_threads(threads)
 
 
+def narrowest(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The tensors in the narrowest of their float dtypes. Under autocast the codes are bf16 and
+    the tables float32: the sums over pairs then run in bf16 as autocast's products would, 1.5-2×
+    faster than in float32 (embedding_bag accumulates in float32 and rounds its output once)."""
+    dtype = min((t.dtype for t in tensors), key=lambda d: torch.finfo(d).bits)
+    return tuple(t.to(dtype) for t in tensors)
+
+
 def latent_sum(table: torch.Tensor, active: Active, weights: torch.Tensor) -> torch.Tensor:
     """[d_sae, d] row j = Σ over pairs (r, j) of weights_e · table[r]; table: [batch, d]."""
     order, offsets = active.by_latent()
-    weights = weights[order].to(table.dtype)  # under autocast the codes may be bf16, the table not
+    table, weights = narrowest(table, weights[order])
     return F.embedding_bag(
         active.rows[order], table, offsets, mode="sum", per_sample_weights=weights
     )
@@ -199,7 +215,7 @@ def latent_sum(table: torch.Tensor, active: Active, weights: torch.Tensor) -> to
 
 def row_sum(table: torch.Tensor, active: Active, weights: torch.Tensor) -> torch.Tensor:
     """[batch, d] row r = Σ over pairs (r, j) of weights_e · table[j]; table: [d_sae, d]."""
-    weights = weights.to(table.dtype)  # under autocast the codes may be bf16, the table not
+    table, weights = narrowest(table, weights)
     return F.embedding_bag(
         active.latents, table, active.crow[:-1], mode="sum", per_sample_weights=weights
     )
@@ -247,21 +263,20 @@ class _ReadPre(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.save_for_backward(x, w_enc, b_dec)
         ctx.active = active
-        return pre[active.rows, active.latents]
+        return active.read(pre)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, w_enc, b_dec = ctx.saved_tensors
         active: Active = ctx.active
-        grad = grad.to(w_enc.dtype)  # bf16 when the forward ran under autocast
         centred = x if b_dec is None else x - b_dec
-        active, grad = active.without_zeros(grad)
-        per_latent = grad.new_zeros(active.d_sae).index_add_(0, active.latents, grad)
+        active, grad = active.without_zeros(grad)  # grad: bf16 when the forward ran under autocast
+        per_latent = w_enc.new_zeros(active.d_sae).index_add_(0, active.latents, grad.to(w_enc))
         grad_x = grad_w = grad_b_dec = None
         if ctx.needs_input_grad[1]:
-            grad_x = row_sum(w_enc.T.contiguous(), active, grad)
+            grad_x = row_sum(w_enc.T.contiguous(), active, grad).to(x.dtype)
         if ctx.needs_input_grad[2]:
-            grad_w = latent_sum(centred, active, grad).T
+            grad_w = latent_sum(centred, active, grad).T.to(w_enc.dtype)
         if b_dec is not None and ctx.needs_input_grad[4]:
             grad_b_dec = -(w_enc @ per_latent)
         grad_b_enc = per_latent if ctx.needs_input_grad[3] else None
@@ -284,9 +299,11 @@ class _Decode(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (w_dec,) = ctx.saved_tensors
         active: Active = ctx.active
-        grad = grad.contiguous()
-        grad_values = sampled_dot(grad, w_dec, active) if ctx.needs_input_grad[0] else None
-        grad_w = latent_sum(grad, *ctx.nonzero) if ctx.needs_input_grad[1] else None
+        grad_values = grad_w = None
+        if ctx.needs_input_grad[0]:  # torch's sampled product takes float32 and float64 only
+            grad_values = sampled_dot(grad.to(w_dec).contiguous(), w_dec, active)
+        if ctx.needs_input_grad[1]:
+            grad_w = latent_sum(grad.contiguous(), *ctx.nonzero).to(w_dec.dtype)
         return grad_values, grad_w, None
 
 
@@ -318,7 +335,7 @@ class Encoding:
     def at(self, active: Active) -> torch.Tensor:
         """[n] the pre-activations at the pairs, differentiable."""
         if self._encoder is None:
-            return self.dense[active.rows, active.latents]
+            return active.read(self.dense)
         out: torch.Tensor = _ReadPre.apply(self.dense, *self._encoder, active)
         return out
 
