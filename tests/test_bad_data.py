@@ -83,7 +83,9 @@ def test_drop_non_finite_leaves_the_rows_out_and_counts_them(tmp_path: Path) -> 
     with pytest.warns(UserWarning, match=r"x\.npy: dropped 2 of 10 rows holding NaN or Inf"):
         kept = load_matrix(tmp_path / "x.npy", drop_non_finite=True)
     assert torch.equal(kept, torch.from_numpy(np.delete(rows, [2, 7], axis=0)))
-    code = main(["train", "--data", str(tmp_path / "x.npy"), "--drop-non-finite", "--steps", "2",
-                 "--batch-size", "4", "--expansion", "2", "--k", "2", "--no-progress",
-                 "--eval-fraction", "0.25", "--out", str(tmp_path / "r")])  # fmt: skip
+    with pytest.warns(UserWarning, match="dropped 2 of 10 rows"):  # the command says so too
+        code = main(["train", "--data", str(tmp_path / "x.npy"), "--drop-non-finite",
+                     "--steps", "2", "--batch-size", "4", "--expansion", "2", "--k", "2",
+                     "--no-progress", "--eval-fraction", "0.25",
+                     "--out", str(tmp_path / "r")])  # fmt: skip
     assert code == 0
