@@ -134,8 +134,8 @@ class Active:
 
     def read(self, dense: torch.Tensor) -> torch.Tensor:
         """[n] dense [batch, d_sae] at the pairs: a row-wise gather when every row holds the same
-        count, else a gather from the flat tensor (4 and 2× faster than ``dense[rows,
-        latents]``, which works out each pair's flat index and its bounds again)."""
+        count, else a gather from the flat tensor (at 1.18M pairs, 4 and 2× faster than
+        ``dense[rows, latents]``)."""
         if self.width is not None:
             return dense.gather(1, self.latents.view(self.batch, self.width)).view(-1)
         return dense.reshape(-1).take(self.rows * self.d_sae + self.latents)
