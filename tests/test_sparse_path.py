@@ -302,12 +302,11 @@ def test_bf16_codes_over_float32_weights_sum_in_bf16_with_float32_gradients() ->
     their own dtype, within bf16 rounding of the float64 ones."""
     active = random_active(batch=64)
     x = torch.randn(64, D_IN)
-    w_enc = torch.randn(D_IN, D_SAE, requires_grad=True)
-    w_dec = torch.randn(D_SAE, 7, requires_grad=True)
+    w_enc, w_dec = torch.randn(D_IN, D_SAE), torch.randn(D_SAE, 7)
     upstream = torch.randn(64, 7)
 
     def run(dtype: torch.dtype, weights_dtype: torch.dtype):
-        enc, dec = (w.detach().to(weights_dtype).requires_grad_() for w in (w_enc, w_dec))
+        enc, dec = (w.to(weights_dtype, copy=True).requires_grad_() for w in (w_enc, w_dec))
         pre = (x.to(weights_dtype) @ enc).to(dtype)
         encoding = Encoding.sparse(pre, x.to(weights_dtype), enc, None, None)
         out = encoding.decode(encoding.at(active).relu(), active, dec)
