@@ -3,9 +3,12 @@ tolerance, the same training outcome."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
+from monosemantic import runtime
 from monosemantic.config import ConfigError
 from monosemantic.data.store import MatrixSource
 from monosemantic.sae.registry import ARCHITECTURES, config, create
@@ -119,3 +122,49 @@ def test_every_architecture_trains_under_autocast_towards_float32s_step(name: st
         updates[autocast] = torch.cat([p.detach().flatten() for p in sae.parameters()]) - before
     cosine = torch.nn.functional.cosine_similarity(updates[None], updates["bfloat16"], dim=0)
     assert cosine > 0.9, float(cosine)
+
+
+@pytest.fixture
+def cpu_speed(monkeypatch):
+    """Sets whether this CPU has fast half-precision matmuls; the warning may fire again."""
+
+    def set_fast(fast: bool) -> None:
+        monkeypatch.setattr(runtime, "cpu_has_fast_matmul", lambda name: fast)
+        runtime.warn_if_slow_on_cpu.cache_clear()
+
+    yield set_fast
+    runtime.warn_if_slow_on_cpu.cache_clear()
+
+
+def test_autocast_on_a_cpu_without_fast_bf16_warns_once_and_says_what_to_do(cpu_speed) -> None:
+    cpu_speed(False)
+    with pytest.warns(UserWarning) as caught:
+        trained("bfloat16", steps=3)
+    messages = [str(w.message) for w in caught if "autocast on this CPU" in str(w.message)]
+    assert len(messages) == 1, messages  # once per dtype, not once per step
+    assert "bfloat16 autocast on this CPU is tens of times slower than float32" in messages[0]
+    assert "Train and harvest in float32 here (leave out --autocast), or on a GPU" in messages[0]
+
+
+def test_autocast_on_a_cpu_with_fast_bf16_or_without_autocast_is_silent(cpu_speed) -> None:
+    cpu_speed(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trained("bfloat16", steps=2)
+    cpu_speed(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trained(None, steps=2)
+
+
+def test_harvesting_under_autocast_on_a_slow_cpu_warns(cpu_speed) -> None:
+    from conftest import make_tiny_llama
+
+    from monosemantic.data.harvest import forward_activations
+
+    cpu_speed(False)
+    tokens = torch.randint(3, 100, (1, 6), generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="float16 autocast on this CPU is tens of times slower"):
+        forward_activations(
+            make_tiny_llama(), tokens, ["model.layers.0:output"], autocast="float16"
+        )

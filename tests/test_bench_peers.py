@@ -70,3 +70,15 @@ def test_the_table_marks_missing_and_failed_cases() -> None:
         "| p_anneal float32 | 12,346 (0.50, 32; 700 MB) | – | 12,346 (0.50, 32; 700 MB) |" in text
     )
     assert "saelens (not installed)" in text
+
+
+@pytest.mark.parametrize(
+    ("fast", "dtypes"), [(True, ["float32", "bfloat16"]), (False, ["float32"])]
+)
+def test_bf16_runs_by_default_only_where_the_cpu_has_fast_bf16_matmuls(
+    monkeypatch, fast: bool, dtypes: list[str]
+) -> None:
+    monkeypatch.setattr(bench_peers, "fast_bf16", lambda: fast)
+    assert bench_peers.parse_args(TINY).dtypes == dtypes
+    asked = bench_peers.parse_args([*TINY, "--dtypes", "float32", "bfloat16"])
+    assert asked.dtypes == ["float32", "bfloat16"]  # asked for, it runs on any CPU

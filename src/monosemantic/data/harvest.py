@@ -19,7 +19,7 @@ from monosemantic.data.cache import Manifest, write_cache
 from monosemantic.data.prefetch import prefetch
 from monosemantic.data.store import WHOLE, Part, ShuffleBuffer, part_rows, rows_at
 from monosemantic.hooks import HookPoint, capture, expand_layers, is_layer_pattern, run_until
-from monosemantic.runtime import device_of, dtype_named
+from monosemantic.runtime import device_of, dtype_named, mixed_precision
 
 
 def forward_activations(
@@ -33,9 +33,7 @@ def forward_activations(
     """Activations at ``hooks`` for tokens [batch, ctx] -> {hook: [batch, ctx, d]}, detached;
     with ``autocast`` (bfloat16, float16) the forward runs under torch.autocast in that dtype."""
     tokens = tokens.to(device_of(model))
-    dtype = getattr(torch, autocast or "bfloat16")
-    mixed = torch.autocast(tokens.device.type, dtype=dtype, enabled=autocast is not None)
-    with torch.no_grad(), mixed:
+    with torch.no_grad(), mixed_precision(tokens.device.type, autocast):
         if truncate:
             acts = run_until(model, hooks, input_ids=tokens)
         else:

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from monosemantic.config import check
 from monosemantic.data.store import Step, check_finite, rows_at
 from monosemantic.files import atomic_write, finite, remove_partial_writes
+from monosemantic.runtime import mixed_precision
 from monosemantic.sae.base import SAE, LossContext, local, standardized
 from monosemantic.training.distributed import SINGLE, World
 from monosemantic.training.objective import Batch, Objective, reconstruction
@@ -342,8 +343,7 @@ class Trainer:
 
     def autocast(self, x: torch.Tensor) -> torch.autocast:
         """The autocast context of ``cfg.autocast`` on ``x``'s device (disabled without it)."""
-        dtype = getattr(torch, self.cfg.autocast or "bfloat16")
-        return torch.autocast(x.device.type, dtype=dtype, enabled=self.cfg.autocast is not None)
+        return mixed_precision(x.device.type, self.cfg.autocast)
 
     def scaled(self, acts: dict[str, torch.Tensor], hook: str, dtype: torch.dtype) -> torch.Tensor:
         """The rows at ``hook`` in the units the SAEs train in (E‖x‖² = 1), in ``dtype``."""

@@ -47,6 +47,7 @@ from monosemantic.models.zoo.tokenizer import (
     save_tokenizer,
     train_tokenizer,
 )
+from monosemantic.runtime import mixed_precision
 
 MLP_TYPES = ("relu", "gelu", "bilinear")
 WEIGHTS_FILE = "model.safetensors"
@@ -332,7 +333,7 @@ def train_lm(
         cursor += cfg.batch_size
         for group in opt.param_groups:
             group["lr"] = cfg.lr_at(step)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        with mixed_precision("cpu", "bfloat16" if cfg.bf16 else None):
             loss = lm_loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
