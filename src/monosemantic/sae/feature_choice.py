@@ -31,7 +31,7 @@ from monosemantic.sae.aux_zipf import zipf_penalties
 from monosemantic.sae.base import SAE, LossContext, Penalties, Reduce, SAEOutput, local
 from monosemantic.sae.batchtopk import UNSET, fold_threshold, kth_largest
 from monosemantic.sae.registry import register
-from monosemantic.sae.sparse import Active
+from monosemantic.sae.sparse import Active, above
 from monosemantic.sae.topk import TopKConfig
 
 
@@ -57,6 +57,34 @@ def feature_choice_mask(pre: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros(n, d_sae, dtype=torch.bool).scatter(0, rows, keep)
 
 
+BLOCKS_PER_PICK = 4
+"""Row blocks per entry a column keeps in ``top_per_column``'s lower bound: with 4, about 1.15
+candidates a kept entry remain to sort (fewer blocks: more candidates; more: a looser max)."""
+
+
+def top_per_column(pre: torch.Tensor, count: int) -> torch.Tensor:
+    """[count, d_sae] the ``count`` largest entries of each column of pre [n, d_sae], in no
+    order: the values of ``pre.topk(count, dim=0)``. The count-th largest of a column's maxima
+    over row blocks is at most its count-th largest entry (those maxima are entries), so only the
+    entries at or above that bound, about 1.15·count a column, are ranked, padded into one
+    [d_sae, most] matrix (docs/benchmarks.md, session 10). Too few rows for the blocks: topk."""
+    n, d_sae = pre.shape
+    blocks = BLOCKS_PER_PICK * count
+    if n < 2 * blocks:
+        return pre.topk(count, dim=0, sorted=False).values
+    size = n // blocks
+    maxima = pre[: blocks * size].view(blocks, size, d_sae).amax(1)
+    bound = maxima.topk(count, dim=0, sorted=False).values.min(0).values
+    rows, columns = above(pre, bound, or_equal=True).nonzero(as_tuple=True)  # ≥ count a column
+    by_column = columns.to(torch.int32).sort().indices
+    rows, columns = rows[by_column], columns[by_column]
+    counts = torch.bincount(columns, minlength=d_sae)
+    slot = torch.arange(len(columns), device=pre.device) - (counts.cumsum(0) - counts)[columns]
+    padded = pre.new_full((d_sae, int(counts.max())), float("-inf"))
+    padded[columns, slot] = pre[rows, columns]
+    return padded.topk(count, dim=1, sorted=False).values.T
+
+
 def feature_choice_thresholds(
     pre: torch.Tensor, k: int, across_ranks: Reduce = local
 ) -> torch.Tensor:
@@ -69,7 +97,7 @@ def feature_choice_thresholds(
     m, extra = divmod(k * total, d_sae)
     if m >= total:
         return pre.new_zeros(d_sae)
-    top = pre.topk(min(n, m + 1), dim=0, sorted=False).values.relu()  # ReLU commutes with topk
+    top = top_per_column(pre, min(n, m + 1)).relu()  # ReLU commutes with the top
     next_best = kth_largest(top, m + 1, across_ranks)
     theta = kth_largest(top, m, across_ranks) if m else torch.full_like(next_best, float("inf"))
     if extra:
@@ -102,7 +130,9 @@ class FeatureChoiceSAE(SAE):
         process (ties at a latent's smallest kept score all kept), or those above θ_i."""
         if self.training or bool((self.threshold < 0).all()):
             kept = feature_choice_thresholds(pre, self.cfg.k, self.across_ranks)
-            return Active.from_mask((pre > 0) & (pre >= kept))
+            # pre > 0 and pre ≥ kept in one comparison: ≥ the smallest positive float is > 0
+            smallest = torch.zeros((), dtype=pre.dtype).nextafter(torch.ones((), dtype=pre.dtype))
+            return Active.from_mask(above(pre, kept.clamp_min(smallest), or_equal=True))
         return Active.from_mask(pre > self.inference_threshold())
 
     def inference_threshold(self) -> torch.Tensor:

@@ -193,8 +193,8 @@ class JumpReLUSAE(SAE):
         eps = self.cfg.jumprelu_bandwidth
         if out.active is None:
             return heaviside(out.pre, self.threshold, eps).sum(-1).mean()
-        pairs = out.active
-        pre = pairs.read(out.pre)
+        pairs = out.active  # the codes' read of pre (no gradient reaches pre through H)
+        pre = out.encoding.at(pairs)
         return heaviside(pre, self.threshold[pairs.latents], eps).sum() / pairs.batch
 
     def pre_act_loss(self, out: SAEOutput, ctx: LossContext, norms: torch.Tensor) -> torch.Tensor:
