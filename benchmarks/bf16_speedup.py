@@ -6,7 +6,9 @@
 Both trainers see the same synthetic batches as ``bench_peers.py`` (d 576, F 4608, batch 4096).
 Each trains ``--warmup`` steps (so penalised architectures reach their sparse L0), then the two
 alternate ``--windows`` windows of ``--window-steps`` steps; the median window gives tokens/s, so
-machine drift hits both dtypes alike. ``--profile ARCH`` prints the step's top operators (``--profile-dtype``, default bf16).
+machine drift hits both dtypes alike. ``--profile ARCH`` prints the step's top operators by
+input shape (``--profile-dtype``, default bf16). On a CPU without fast bf16 matmuls (no AVX-512
+or AMX) the bf16 step measures torch's fallback kernel, not ours.
 """
 
 from __future__ import annotations
