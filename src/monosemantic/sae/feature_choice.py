@@ -59,7 +59,7 @@ def feature_choice_mask(pre: torch.Tensor, k: int) -> torch.Tensor:
 
 BLOCKS_PER_PICK = 4
 """Row blocks per entry a column keeps in ``top_per_column``'s lower bound: with 4, about 1.15
-candidates a kept entry remain to sort (fewer blocks: more candidates; more: a looser max)."""
+candidates a kept entry remain to rank (fewer blocks leave more; more blocks cost more maxima)."""
 
 
 def top_per_column(pre: torch.Tensor, count: int) -> torch.Tensor:

@@ -184,11 +184,11 @@ class Active:
 
 
 def _stable_order(keys: torch.Tensor) -> torch.Tensor:
-    """[n] the permutation sorting latent indices [n] stably, as int32 (their radix sort takes
-    half int64's time: 24 against 47 ms for 6·10^5 keys) on one thread: torch's parallel radix
-    sort takes about 1 ms for 10^5 keys alone, but right after a matrix product on 2 cores its
-    threads wait on the product's still-spinning ones for about 0.2 s (measured: 432 ms for
-    product + sort against 239 ms on one thread)."""
+    """[n] the permutation sorting latent indices [n] stably, as int32 (18 against int64's 31 ms
+    for 6·10^5 keys) on one thread: torch's parallel radix sort takes about 1 ms for 10^5 keys
+    alone, but right after a matrix product on 2 cores its threads wait on the product's
+    still-spinning ones for about 0.2 s (measured: 432 ms for product + sort against 239 ms on
+    one thread)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
